@@ -1,0 +1,1 @@
+"""The HTTP gateway: accepts predictions, publishes them as tasks, serves task results."""

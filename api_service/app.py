@@ -1,0 +1,66 @@
+"""Builds the gateway application: connections at startup, routes, error handlers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aio_pika
+from fastapi import FastAPI
+
+from api_service.broker import TaskPublisher
+from api_service.catalog import ModelCatalog
+from api_service.dead_letters import DeadLetterConsumer
+from api_service.errors import install_error_handlers
+from api_service.responses import JSONResponse
+from api_service.routes import health, models, predict, tasks
+from api_service.state import Gateway
+from api_service.waiter import TaskWaiter
+from inferq.names import Names
+from inferq.redis_client import connect_redis
+from inferq.settings import GatewaySettings
+from inferq.tasks import TaskStore
+from model_registry.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        names = Names(settings.namespace)
+        redis = connect_redis(settings.redis_url)
+        store = TaskStore(redis, names, settings.result_ttl_s)
+        registry = Registry(redis, names, settings.heartbeat_ttl_s, settings.model_record_ttl_s)
+        connection = await aio_pika.connect_robust(
+            settings.amqp_url, client_properties={"connection_name": "inferq-gateway"}
+        )
+        publisher = TaskPublisher(connection, settings.publish_timeout_s)
+        await publisher.open()
+        await DeadLetterConsumer(await connection.channel(), names, store).start()
+        waiter = TaskWaiter(redis, names.task_done_channel, store)
+        waiter.start()
+        catalog = ModelCatalog(registry, settings.registry_cache_s, settings.heartbeat_ttl_s)
+        app.state.gateway = Gateway(settings, names, redis, store, catalog, publisher, waiter)
+        logger.info("gateway ready (namespace %s)", settings.namespace)
+        try:
+            yield
+        finally:
+            await waiter.close()
+            await connection.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="inferq gateway",
+        version="0.1.0",
+        description="Submit predictions to queue-served models and fetch their results.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    install_error_handlers(app)
+    for module in (predict, tasks, models, health):
+        app.include_router(module.router)
+    return app

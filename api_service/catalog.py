@@ -1,0 +1,74 @@
+"""The gateway's view of the registry: which models exist, whether they are live, and their
+message classes (built from the descriptors workers registered, never from imported code).
+Lookups are cached briefly, so the hot path rarely touches Redis for them."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from inferq.errors import ModelNotFound, ModelUnavailable
+from inferq.settings import NAME_PATTERN
+from model_registry.descriptors import load_message_types
+from model_registry.record import ModelRecord, WorkerHeartbeat
+from model_registry.registry import Registry
+
+_VALID_NAME = re.compile(NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    record: ModelRecord
+    request_class: type[Message]
+    response_class: type[Message]
+    workers: list[WorkerHeartbeat]
+
+
+class ModelCatalog:
+    def __init__(self, registry: Registry, cache_s: float, retry_after_s: float) -> None:
+        self._registry = registry
+        self._cache_s = cache_s
+        self._retry_after_s = retry_after_s
+        self._cache: dict[str, tuple[float, CatalogEntry | None]] = {}
+
+    async def get(self, model: str) -> CatalogEntry | None:
+        """The model's entry, or None if no worker ever registered it."""
+        if not _VALID_NAME.match(model):
+            return None
+        cached = self._cache.get(model)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        entry = await self._load(model)
+        self._cache[model] = (time.monotonic() + self._cache_s, entry)
+        return entry
+
+    async def require_live(self, model: str) -> CatalogEntry:
+        entry = await self.get(model)
+        if entry is None:
+            raise ModelNotFound(f"no model named {model!r}; GET /models lists them", model=model)
+        if not entry.workers:
+            raise ModelUnavailable(
+                f"model {model!r} has no live worker; start one with `inferq worker`",
+                retry_after_s=self._retry_after_s,
+                model=model,
+            )
+        return entry
+
+    async def all(self) -> list[CatalogEntry]:
+        entries = [await self.get(name) for name in await self._registry.model_names()]
+        return [entry for entry in entries if entry is not None]
+
+    async def _load(self, model: str) -> CatalogEntry | None:
+        record = await self._registry.get(model)
+        if record is None:
+            return None
+        types = load_message_types(record.descriptor_set)
+        return CatalogEntry(
+            record=record,
+            request_class=types.message_class(record.request_type),
+            response_class=types.message_class(record.response_type),
+            workers=await self._registry.live_workers(model),
+        )

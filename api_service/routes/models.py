@@ -1,0 +1,55 @@
+"""GET /models and /models/{model}: live models, their workers, queues and schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from api_service.catalog import CatalogEntry
+from api_service.responses import JSONResponse
+from api_service.state import Gateway, gateway
+from inferq.errors import ModelNotFound
+from model_registry.json_schema import message_json_schema
+
+router = APIRouter()
+
+
+async def describe(entry: CatalogEntry, gw: Gateway) -> dict[str, Any]:
+    record = entry.record
+    return {
+        "name": record.name,
+        "version": record.version,
+        "description": record.description,
+        "live": bool(entry.workers),
+        "live_workers": len(entry.workers),
+        "queue": record.queue,
+        "queue_depth": await gw.publisher.queue_depth(record.queue),
+        "queue_max_length": record.queue_max_length,
+        "request_schema": message_json_schema(entry.request_class.DESCRIPTOR),
+        "response_schema": message_json_schema(entry.response_class.DESCRIPTOR),
+        "workers": [
+            {
+                "worker_id": w.worker_id,
+                "host": w.host,
+                "pid": w.pid,
+                "tasks_done": w.tasks_done,
+                "tasks_failed": w.tasks_failed,
+                "in_flight": w.in_flight,
+            }
+            for w in entry.workers
+        ],
+    }
+
+
+@router.get("/models", tags=["models"], summary="Every known model")
+async def list_models(gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
+    return JSONResponse({"models": [await describe(e, gw) for e in await gw.catalog.all()]})
+
+
+@router.get("/models/{model}", tags=["models"], summary="One model")
+async def get_model(model: str, gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
+    entry = await gw.catalog.get(model)
+    if entry is None:
+        raise ModelNotFound(f"no model named {model!r}", model=model)
+    return JSONResponse(await describe(entry, gw))

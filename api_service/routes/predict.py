@@ -1,0 +1,99 @@
+"""POST /predict/{model}: validate, store as queued, publish with confirm, answer 202."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from api_service.codec import decode_request, task_view
+from api_service.responses import JSONResponse
+from api_service.state import Gateway, gateway
+from inferq.errors import BodyTooLarge, InferqError
+from inferq.tasks import new_task_id, now_ms
+from proto.task_pb2 import TaskEnvelope
+
+router = APIRouter()
+
+REQUEST_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The model's request message: JSON (proto3 JSON mapping; the schema is "
+        "in GET /models/{model}) or binary protobuf (Content-Type: application/x-protobuf).",
+        "content": {
+            "application/json": {"schema": {"type": "object"}, "example": {"data": "example"}},
+            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) to buffer more than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/predict/{model}",
+    status_code=202,
+    openapi_extra=REQUEST_BODY_DOC,
+    tags=["tasks"],
+    summary="Submit a prediction task",
+)
+async def predict(
+    model: str,
+    request: Request,
+    gw: Annotated[Gateway, Depends(gateway)],
+    wait: Annotated[
+        float, Query(ge=0, le=30, description="Hold up to S seconds for the result")
+    ] = 0,
+    deadline_s: Annotated[
+        float | None,
+        Query(alias="timeout", gt=0, le=86_400, description="Deadline, seconds from now"),
+    ] = None,
+) -> JSONResponse:
+    entry = await gw.catalog.require_live(model)
+    body = await read_body(request, gw.settings.max_body_bytes)
+    message = decode_request(body, request.headers.get("content-type", ""), entry.request_class)
+
+    task_id = new_task_id()
+    created_at_ms = now_ms()
+    ttl_ms = int(1000 * (deadline_s or gw.settings.default_deadline_s))
+    envelope = TaskEnvelope(
+        task_id=task_id,
+        model=model,
+        request=message.SerializeToString(),
+        created_at_ms=created_at_ms,
+        deadline_ms=created_at_ms + ttl_ms,
+    )
+    await gw.store.create(task_id, model, created_at_ms, envelope.deadline_ms)
+    try:
+        await gw.publisher.publish(
+            entry.record.queue, envelope.SerializeToString(), task_id, ttl_ms
+        )
+    except InferqError:
+        await gw.store.delete(task_id)  # never accepted: leave no trace of it
+        raise
+
+    headers = {"Location": f"/tasks/{task_id}"}
+    if wait:
+        state = await gw.waiter.wait(task_id, min(wait, gw.settings.max_wait_s))
+        if state is not None and state.status.is_final:
+            view = task_view(state, entry.response_class, now_ms())
+            return JSONResponse(view, status_code=200, headers=headers)
+    accepted = {
+        "task_id": task_id,
+        "model": model,
+        "status": "queued",
+        "location": headers["Location"],
+    }
+    return JSONResponse(accepted, status_code=202, headers=headers)

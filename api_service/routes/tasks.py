@@ -1,0 +1,39 @@
+"""GET /tasks/{task_id}: the task view, optionally long-polled."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api_service.codec import task_view
+from api_service.responses import JSONResponse
+from api_service.state import Gateway, gateway
+from inferq.errors import TaskNotFound
+from inferq.tasks import now_ms
+
+router = APIRouter()
+
+_TASK_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@router.get("/tasks/{task_id}", tags=["tasks"], summary="A task's status and result")
+async def get_task(
+    task_id: str,
+    gw: Annotated[Gateway, Depends(gateway)],
+    wait: Annotated[float, Query(ge=0, le=30, description="Hold up to S seconds until final")] = 0,
+) -> JSONResponse:
+    if not _TASK_ID.match(task_id):
+        raise TaskNotFound(f"no task {task_id!r}", task_id=task_id)
+    if wait:
+        state = await gw.waiter.wait(task_id, min(wait, gw.settings.max_wait_s))
+    else:
+        state = await gw.store.get(task_id)
+    if state is None:
+        raise TaskNotFound(
+            f"no task {task_id!r} (never existed, or its result expired)", task_id=task_id
+        )
+    entry = await gw.catalog.get(state.model)
+    view = task_view(state, entry.response_class if entry else None, now_ms())
+    return JSONResponse(view)

@@ -1,0 +1,32 @@
+"""The gateway's live connections and services, built at startup and passed to the routes
+through ``app.state`` — no module-level globals, so each test builds its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from redis.asyncio import Redis
+
+from api_service.broker import TaskPublisher
+from api_service.catalog import ModelCatalog
+from api_service.waiter import TaskWaiter
+from inferq.names import Names
+from inferq.settings import GatewaySettings
+from inferq.tasks import TaskStore
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    names: Names
+    redis: Redis
+    store: TaskStore
+    catalog: ModelCatalog
+    publisher: TaskPublisher
+    waiter: TaskWaiter
+
+
+def gateway(request: Request) -> Gateway:
+    """FastAPI dependency: the gateway this request runs in."""
+    return request.app.state.gateway  # type: ignore[no-any-return]

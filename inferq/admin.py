@@ -1,0 +1,31 @@
+"""Removes everything one namespace created: its queues, exchange and Redis keys. For test
+runs and for tearing down a deployment; it touches no name outside the namespace."""
+
+from __future__ import annotations
+
+import aio_pika
+
+from inferq.names import Names
+from inferq.redis_client import connect_redis
+from inferq.settings import CommonSettings
+
+
+async def drop_namespace(settings: CommonSettings, models: list[str] = ()) -> None:  # type: ignore[assignment]
+    names = Names(settings.namespace)
+    redis = connect_redis(settings.redis_url)
+    try:
+        known = {m.decode() for m in await redis.smembers(names.models)}  # type: ignore[misc]
+        queues = [names.model_queue(m) for m in sorted(known | set(models))]
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            for queue in [*queues, names.dead_letter_queue]:
+                channel = await connection.channel()
+                await channel.queue_delete(queue)
+                await channel.close()
+            channel = await connection.channel()
+            await channel.exchange_delete(names.dead_letter_exchange)
+        keys = [key async for key in redis.scan_iter(match=names.key_pattern, count=500)]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()

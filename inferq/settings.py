@@ -1,0 +1,83 @@
+"""Settings, read once from the environment (prefix ``INFERQ_``) and a ``.env`` file.
+
+One class per role; the roles share `CommonSettings`. Objects are passed explicitly to the
+code that needs them, never read from a global.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class CommonSettings(BaseSettings):
+    """What the gateway and the workers must agree on."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERQ_", env_file=".env", extra="ignore")
+
+    amqp_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ connection URL."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis connection URL.")
+    namespace: str = Field(
+        "inferq",
+        pattern=NAME_PATTERN,
+        description="Prefix of every queue, exchange and Redis key; isolates deployments.",
+    )
+    heartbeat_interval_s: float = Field(
+        2.0, gt=0, description="How often a worker renews its heartbeat key."
+    )
+    heartbeat_misses: int = Field(
+        3, ge=2, description="A worker is dead after this many missed heartbeats."
+    )
+    result_ttl_s: int = Field(
+        86_400, gt=0, description="How long a task and its result are kept in Redis."
+    )
+    model_record_ttl_s: int = Field(
+        7 * 86_400, gt=0, description="How long a model stays known after its last worker left."
+    )
+    queue_max_length: int = Field(
+        10_000, gt=0, description="Default queue length limit per model; beyond it: 429."
+    )
+    delivery_limit: int = Field(
+        5, ge=1, description="Deliveries of one task before it is dead-lettered as failed."
+    )
+
+    @property
+    def heartbeat_ttl_s(self) -> float:
+        """Expiry of a heartbeat key: a worker that missed this many renewals is dead."""
+        return self.heartbeat_interval_s * self.heartbeat_misses
+
+
+class GatewaySettings(CommonSettings):
+    """The HTTP gateway."""
+
+    host: str = Field("127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(8000, description="Port the gateway listens on.")
+    max_body_bytes: int = Field(
+        1_048_576, gt=0, description="Largest request body accepted; beyond it: 413."
+    )
+    max_wait_s: float = Field(30.0, gt=0, description="Longest `?wait=` a request may hold.")
+    default_deadline_s: float = Field(
+        300.0, gt=0, description="Deadline of a task whose request names none."
+    )
+    registry_cache_s: float = Field(
+        1.0, ge=0, description="How long the gateway caches a registry lookup."
+    )
+    publish_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for the broker to confirm a publish; then 503."
+    )
+
+
+class WorkerSettings(CommonSettings):
+    """A model worker process."""
+
+    prefetch: int = Field(
+        0, ge=0, description="Unacked deliveries a worker holds; 0 picks 2 x max_batch_size."
+    )
+    concurrency: int = Field(1, ge=1, description="Batches a worker runs at the same time.")
+    grace_period_s: float = Field(
+        20.0, ge=0, description="On SIGTERM, how long in-flight tasks may take to finish."
+    )

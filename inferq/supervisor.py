@@ -1,0 +1,79 @@
+"""Runs several child processes as one: logs prefixed by process name, and a graceful stop of
+all of them (SIGTERM, then SIGKILL after a grace period) on Ctrl-C, on SIGTERM, or when one
+of them exits."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Child:
+    name: str
+    argv: list[str]
+
+
+def _pump(name: str, stream: object, width: int) -> None:
+    for line in iter(stream.readline, ""):  # type: ignore[attr-defined]
+        sys.stdout.write(f"{name:<{width}} | {line}")
+        sys.stdout.flush()
+
+
+def supervise(children: list[Child]) -> int:
+    """Runs the children until one exits or we are told to stop; returns an exit code."""
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    width = max(len(child.name) for child in children)
+    processes: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for child in children:
+            process = subprocess.Popen(
+                child.argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                # Own session: a terminal's Ctrl-C reaches only us, and we stop each child once.
+                start_new_session=True,
+            )
+            processes[child.name] = process
+            threading.Thread(
+                target=_pump, args=(child.name, process.stdout, width), daemon=True
+            ).start()
+        exited = None
+        while not stop.is_set() and exited is None:
+            exited = next((n for n, p in processes.items() if p.poll() is not None), None)
+            stop.wait(0.2)
+        if exited is not None:
+            print(
+                f"{exited} exited with {processes[exited].returncode}; stopping the rest",
+                flush=True,
+            )
+        return _stop_all(processes) if exited is None else (processes[exited].returncode or 1)
+    finally:
+        _stop_all(processes)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_all(processes: dict[str, subprocess.Popen[str]]) -> int:
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    for process in processes.values():
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return 0

@@ -1,0 +1,202 @@
+"""The task store: each task's state and result, kept in one Redis hash per task.
+
+The gateway creates the record (``queued``) before it publishes; the worker moves it to
+``running`` and then to a final state. The moves are Lua scripts, so they are atomic: a
+final state is written once, whoever comes second (a redelivered copy, the dead-letter
+consumer) finds it final and leaves it. Writing a final state also announces the task id on
+a pub/sub channel, which wakes long-polling requests; the hash stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from inferq.names import Names
+
+
+class TaskStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.EXPIRED})
+
+
+def new_task_id() -> str:
+    """An unguessable task id (128 random bits, URL-safe)."""
+    return secrets.token_hex(16)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One task as stored; the gateway turns it into the JSON task view."""
+
+    task_id: str
+    model: str
+    status: TaskStatus
+    created_at_ms: int
+    deadline_ms: int
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    worker_id: str | None
+    attempts: int
+    result: bytes | None
+    error_type: str | None
+    error_message: str | None
+
+    @classmethod
+    def from_hash(cls, task_id: str, fields: dict[bytes, bytes]) -> TaskState:
+        def text(name: str) -> str | None:
+            value = fields.get(name.encode())
+            return value.decode() if value is not None else None
+
+        def number(name: str) -> int | None:
+            value = fields.get(name.encode())
+            return int(value) if value else None
+
+        return cls(
+            task_id=task_id,
+            model=text("model") or "",
+            status=TaskStatus(text("status")),
+            created_at_ms=number("created_at_ms") or 0,
+            deadline_ms=number("deadline_ms") or 0,
+            started_at_ms=number("started_at_ms"),
+            finished_at_ms=number("finished_at_ms"),
+            worker_id=text("worker_id"),
+            attempts=number("attempts") or 0,
+            result=fields.get(b"result"),
+            error_type=text("error_type"),
+            error_message=text("error_message"),
+        )
+
+    def is_past_deadline(self, at_ms: int) -> bool:
+        return self.deadline_ms > 0 and at_ms > self.deadline_ms
+
+
+# KEYS[1] task hash. ARGV: worker id, now ms, ttl s.
+# Returns the status before the call; the task is running now unless that was final.
+_MARK_RUNNING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'succeeded' or status == 'failed' or status == 'expired' then
+  return status
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker_id', ARGV[1], 'started_at_ms', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return status or ''
+"""
+
+# KEYS[1] task hash, KEYS[2] done channel. ARGV: task id, ttl s, then field/value pairs.
+# Returns 1 if this call wrote the final state, 0 if the task was already final.
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'succeeded' or status == 'failed' or status == 'expired' then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The final state a worker (or the dead-letter consumer) writes for a task."""
+
+    status: TaskStatus
+    result: bytes | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+    def fields(self, worker_id: str, finished_at_ms: int) -> list[str | bytes]:
+        pairs: list[str | bytes] = [
+            "status",
+            self.status.value,
+            "finished_at_ms",
+            str(finished_at_ms),
+        ]
+        if worker_id:
+            pairs += ["worker_id", worker_id]
+        if self.result is not None:
+            pairs += ["result", self.result]
+        if self.error_type is not None:
+            pairs += ["error_type", self.error_type, "error_message", self.error_message or ""]
+        return pairs
+
+
+class TaskStore:
+    """Reads and moves task records. Every key it writes gets the result TTL."""
+
+    def __init__(self, redis: Redis, names: Names, ttl_s: int) -> None:
+        self._redis = redis
+        self._names = names
+        self._ttl_s = ttl_s
+        self._mark_running = redis.register_script(_MARK_RUNNING)
+        self._finish = redis.register_script(_FINISH)
+
+    async def create(self, task_id: str, model: str, created_at_ms: int, deadline_ms: int) -> None:
+        key = self._names.task(task_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "model": model,
+                    "status": TaskStatus.QUEUED.value,
+                    "created_at_ms": created_at_ms,
+                    "deadline_ms": deadline_ms,
+                    "attempts": 0,
+                },
+            )
+            pipe.expire(key, self._ttl_s)
+            await pipe.execute()
+
+    async def delete(self, task_id: str) -> None:
+        """Forget a task that was never accepted (its publish failed)."""
+        await self._redis.delete(self._names.task(task_id))
+
+    async def get(self, task_id: str) -> TaskState | None:
+        fields = await self._redis.hgetall(self._names.task(task_id))  # type: ignore[misc]
+        return TaskState.from_hash(task_id, fields) if fields else None
+
+    async def mark_running(self, task_ids: list[str], worker_id: str) -> list[TaskStatus | None]:
+        """Move tasks to ``running``; returns each one's previous status (None: no record)."""
+        at = now_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                await self._mark_running(
+                    keys=[self._names.task(task_id)],
+                    args=[worker_id, at, self._ttl_s],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [TaskStatus(r.decode()) if r else None for r in replies]
+
+    async def finish(self, outcomes: dict[str, Outcome], worker_id: str) -> list[bool]:
+        """Write final states; returns, per task, whether this call was the one that wrote it."""
+        at = now_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id, outcome in outcomes.items():
+                await self._finish(
+                    keys=[self._names.task(task_id), self._names.task_done_channel],
+                    args=[task_id, self._ttl_s, *outcome.fields(worker_id, at)],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [bool(r) for r in replies]

@@ -1,0 +1,40 @@
+"""The committed generated protobuf modules match their .proto sources (`make proto`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted(ROOT.glob("proto/*.proto")) + sorted(ROOT.glob("examples/*.proto"))
+
+
+def test_generated_code_is_fresh(tmp_path: Path) -> None:
+    for source in SOURCES:
+        target = tmp_path / source.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+    relative = [str(s.relative_to(ROOT)) for s in SOURCES]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            ".",
+            "--python_out=.",
+            "--pyi_out=.",
+            *relative,
+        ],
+        cwd=tmp_path,
+        check=True,
+    )
+    stale = []
+    for source in relative:
+        for suffix in ("_pb2.py", "_pb2.pyi"):
+            generated = source.removesuffix(".proto") + suffix
+            if (tmp_path / generated).read_bytes() != (ROOT / generated).read_bytes():
+                stale.append(generated)
+    assert not stale, f"stale generated code, run `make proto`: {stale}"

@@ -1,0 +1,69 @@
+"""Workers joining and leaving: models appear without a gateway restart, and disappear when
+their last worker dies or drains."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import httpx
+
+from tests.stack import Stack, wait_until
+
+
+def test_a_new_model_is_served_without_restarting_the_gateway(stack: Stack) -> None:
+    stack.start_gateway()
+    before = httpx.post(f"{stack.url}/predict/word_count", json={"text": "a b a"})
+    assert before.status_code == 404
+
+    stack.start_worker("examples.word_count:WordCountModel")
+    stack.wait_live("word_count")
+    response = httpx.post(
+        f"{stack.url}/predict/word_count",
+        params={"wait": 10},
+        json={"text": "To be or not to be"},
+        timeout=15,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == {
+        "words": 6,
+        "counts": {"to": 2, "be": 2, "or": 1, "not": 1},
+    }
+
+
+def test_killed_last_worker_makes_the_model_503_within_the_heartbeat_expiry(stack: Stack) -> None:
+    stack.start_gateway()
+    worker = stack.start_worker("model_a")
+    stack.wait_live("model_a")
+    worker.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def unavailable() -> bool:
+        return httpx.post(f"{stack.url}/predict/model_a", json={"data": "x"}).status_code == 503
+
+    wait_until(unavailable, 10, "503")
+    # heartbeat expiry 1.5 s (0.5 s x 3) + registry cache 0.2 s, plus slack for a busy machine
+    assert time.monotonic() - killed_at < 1.5 + 0.2 + 2.0
+    response = httpx.post(f"{stack.url}/predict/model_a", json={"data": "x"})
+    assert response.json()["error"]["type"] == "ModelUnavailable"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_sigterm_drains_and_leaves_the_registry_at_once(stack: Stack) -> None:
+    stack.start_gateway()
+    worker = stack.start_worker("sleep", INFERQ_HEARTBEAT_INTERVAL_S="30")
+    stack.wait_live("sleep")
+    task = httpx.post(f"{stack.url}/predict/sleep", json={"ms": 1500}).json()
+    wait_until(
+        lambda: httpx.get(f"{stack.url}/tasks/{task['task_id']}").json()["status"] == "running",
+        10,
+        "task running",
+    )
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    # The in-flight task finished during the drain, not dropped.
+    assert httpx.get(f"{stack.url}/tasks/{task['task_id']}").json()["status"] == "succeeded"
+    # Deregistered on exit: with a 90 s heartbeat expiry, only that explains it being gone now.
+    time.sleep(0.3)
+    model = httpx.get(f"{stack.url}/models/sleep").json()
+    assert model["live_workers"] == 0

@@ -1,0 +1,66 @@
+"""The base class a user subclasses to serve a model.
+
+A subclass names its request and response protobuf messages and implements
+`process_request` (or `process_batch`, to run several requests as one batch). The worker
+runtime builds one instance per process, awaits `load()` once, feeds it requests, and awaits
+`unload()` on shutdown. Resources (sessions, weights) live on ``self``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar, Generic, TypeVar
+
+from google.protobuf.message import Message
+
+from inferq.settings import WorkerSettings
+
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
+T = TypeVar("T")
+
+
+class Model(Generic[RequestT, ResponseT]):
+    """Subclass this to add a model; see ``examples/word_count.py`` for a complete one."""
+
+    #: The name clients use in ``POST /predict/{name}``; also names the model's queue.
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    request_type: ClassVar[type[Message]]
+    response_type: ClassVar[type[Message]]
+    #: Most requests `process_batch` receives at once, and how long to wait to fill a batch.
+    max_batch_size: ClassVar[int] = 1
+    max_batch_delay_ms: ClassVar[float] = 0.0
+    #: Queue length limit for this model; None takes ``INFERQ_QUEUE_MAX_LENGTH``.
+    queue_max_length: ClassVar[int | None] = None
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        # One thread: CPU-bound inference leaves the event loop free (heartbeats keep
+        # flowing) without oversubscribing the cores ONNX Runtime already uses.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-run")
+
+    async def load(self) -> None:
+        """Load weights and warm up. Called once, before the first request."""
+
+    async def process_request(self, request: RequestT) -> ResponseT:
+        """Turn one request into its response. Raise to fail the task with your error."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process_request")
+
+    async def process_batch(self, requests: Sequence[RequestT]) -> list[ResponseT]:
+        """Turn a batch of requests into responses, in order. The default runs them one by
+        one; override it when the model is faster on a whole batch."""
+        return [await self.process_request(request) for request in requests]
+
+    async def unload(self) -> None:
+        """Release resources. Called once, on shutdown."""
+
+    async def run_in_thread(self, function: Callable[..., T], *args: object) -> T:
+        """Run blocking or CPU-bound work off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def close_executor(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

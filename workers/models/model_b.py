@@ -1,0 +1,68 @@
+"""model_b: a digits classifier (scikit-learn's 8x8 digits) run with ONNX Runtime.
+
+The weights are ``weights/digits.onnx``, made by ``python -m workers.models.train_digits``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from proto import models_pb2
+from workers.base import Model
+
+WEIGHTS = Path(__file__).parent / "weights" / "digits.onnx"
+PIXELS = 64
+
+
+def onnx_session(path: Path) -> ort.InferenceSession:
+    """A session that uses one core and does not spin, so several workers share a machine."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class ModelB(Model[models_pb2.ModelBRequest, models_pb2.ModelBResponse]):
+    name = "model_b"
+    description = (
+        "Classifies an 8x8 digit: {'pixels': [64 floats in 0..1]} -> label, probabilities."
+    )
+    request_type = models_pb2.ModelBRequest
+    response_type = models_pb2.ModelBResponse
+    max_batch_size = 32
+    max_batch_delay_ms = 1.0
+    weights: Path = WEIGHTS
+
+    async def load(self) -> None:
+        self._session = onnx_session(self.weights)
+
+    async def process_request(self, request: models_pb2.ModelBRequest) -> models_pb2.ModelBResponse:
+        return (await self.process_batch([request]))[0]
+
+    async def process_batch(
+        self, requests: Sequence[models_pb2.ModelBRequest]
+    ) -> list[models_pb2.ModelBResponse]:
+        pixels = np.stack([_pixels(request) for request in requests])
+        labels, probabilities = await self.run_in_thread(self._infer, pixels)
+        return [
+            models_pb2.ModelBResponse(label=int(label), probabilities=row.tolist())
+            for label, row in zip(labels, probabilities, strict=True)
+        ]
+
+    def _infer(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels, probabilities = self._session.run(["label", "probabilities"], {"pixels": pixels})
+        return labels, probabilities
+
+
+def _pixels(request: models_pb2.ModelBRequest) -> np.ndarray:
+    pixels = np.asarray(request.pixels, dtype=np.float32)
+    if pixels.shape != (PIXELS,):
+        raise ValueError(f"pixels must hold {PIXELS} values, got {pixels.shape[0]}")
+    if not np.all((pixels >= 0.0) & (pixels <= 1.0)):
+        raise ValueError("pixels must each be in 0..1 (the data set's 0..16 divided by 16)")
+    return pixels
