@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import aio_pika
+from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 
 from api_service.broker import TaskPublisher
@@ -16,6 +16,7 @@ from api_service.errors import install_error_handlers
 from api_service.responses import JSONResponse
 from api_service.routes import health, models, predict, tasks
 from api_service.state import Gateway
+from api_service.submission import TaskSubmitter
 from api_service.waiter import TaskWaiter
 from inferq.names import Names
 from inferq.redis_client import connect_redis
@@ -35,22 +36,25 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redis = connect_redis(settings.redis_url)
         store = TaskStore(redis, names, settings.result_ttl_s)
         registry = Registry(redis, names, settings.heartbeat_ttl_s, settings.model_record_ttl_s)
-        connection = await aio_pika.connect_robust(
-            settings.amqp_url, client_properties={"connection_name": "inferq-gateway"}
-        )
-        publisher = TaskPublisher(connection, settings.publish_timeout_s)
-        await publisher.open()
-        await DeadLetterConsumer(await connection.channel(), names, store).start()
+
+        async def on_broker_connect(connection: AbstractRobustConnection) -> None:
+            await DeadLetterConsumer(await connection.channel(), names, store).start()
+
+        publisher = TaskPublisher(settings.amqp_url, settings.publish_timeout_s, on_broker_connect)
+        await publisher.start()
         waiter = TaskWaiter(redis, names.task_done_channel, store)
         waiter.start()
         catalog = ModelCatalog(registry, settings.registry_cache_s, settings.heartbeat_ttl_s)
-        app.state.gateway = Gateway(settings, names, redis, store, catalog, publisher, waiter)
+        submitter = TaskSubmitter(redis, names, store, publisher, settings.result_ttl_s)
+        app.state.gateway = Gateway(
+            settings, names, redis, store, catalog, publisher, waiter, submitter
+        )
         logger.info("gateway ready (namespace %s)", settings.namespace)
         try:
             yield
         finally:
             await waiter.close()
-            await connection.close()
+            await publisher.close()
             await redis.aclose()
 
     app = FastAPI(

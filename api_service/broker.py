@@ -3,34 +3,63 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 
+from inferq.amqp import connect_with_retry
 from inferq.errors import BrokerUnavailable, QueueFull
 
 logger = logging.getLogger(__name__)
 
 
 class TaskPublisher:
-    """Publishes persistent task messages and returns only once the broker confirmed them."""
+    """Publishes persistent task messages and returns only once the broker confirmed them.
 
-    def __init__(self, connection: AbstractRobustConnection, timeout_s: float) -> None:
-        self.connection = connection
+    It connects in the background, so the gateway starts (and answers 503) while the broker
+    is down; ``on_connect`` callbacks run once the first connection is up.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        on_connect: Callable[[AbstractRobustConnection], Awaitable[None]],
+    ) -> None:
+        self._url = url
         self._timeout_s = timeout_s
+        self._on_connect = on_connect
+        self.connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._connecting: asyncio.Task[None] | None = None
 
-    async def open(self) -> AbstractChannel:
-        # on_return_raises: a task for a queue that does not exist fails loudly, not silently.
-        self._channel = await self.connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        return self._channel
+    async def start(self, wait_s: float = 5.0) -> None:
+        """Starts connecting; waits up to ``wait_s`` for it, then lets it go on behind."""
+        self._connecting = asyncio.create_task(self._connect(), name="broker-connect")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._connecting), wait_s)
+
+    async def _connect(self) -> None:
+        connection = await connect_with_retry(self._url, "inferq-gateway")
+        # on_return_raises: a task for a queue that does not exist fails loudly.
+        self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await self._on_connect(connection)
+        self.connection = connection
+        logger.info("connected to the broker")
+
+    async def close(self) -> None:
+        if self._connecting:
+            self._connecting.cancel()
+        if self.connection:
+            await self.connection.close()
 
     async def publish(self, queue: str, body: bytes, task_id: str, ttl_ms: int) -> None:
-        assert self._channel is not None, "call open() first"
+        if self._channel is None or self._channel.is_closed:
+            raise BrokerUnavailable("the message broker is unavailable", retry_after_s=2)
         message = aio_pika.Message(
             body,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -57,6 +86,8 @@ class TaskPublisher:
 
     async def queue_depth(self, queue: str) -> int | None:
         """Messages waiting in a queue, or None if it does not exist or the broker is down."""
+        if self.connection is None:
+            return None
         try:
             channel = await self.connection.channel()
             try:
@@ -71,7 +102,8 @@ class TaskPublisher:
     @property
     def is_ready(self) -> bool:
         return (
-            not self.connection.is_closed
+            self.connection is not None
+            and not self.connection.is_closed
             and self._channel is not None
             and not self._channel.is_closed
         )

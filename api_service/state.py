@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from api_service.broker import TaskPublisher
 from api_service.catalog import ModelCatalog
+from api_service.submission import TaskSubmitter
 from api_service.waiter import TaskWaiter
 from inferq.names import Names
 from inferq.settings import GatewaySettings
@@ -25,6 +26,7 @@ class Gateway:
     catalog: ModelCatalog
     publisher: TaskPublisher
     waiter: TaskWaiter
+    submitter: TaskSubmitter
 
 
 def gateway(request: Request) -> Gateway:

@@ -35,9 +35,9 @@ class Names:
         """Hash holding one task's state and result."""
         return f"{self.namespace}:task:{task_id}"
 
-    def idempotency(self, key: str) -> str:
-        """String mapping a client's Idempotency-Key to the task it created."""
-        return f"{self.namespace}:idempotency:{key}"
+    def idempotency(self, model: str, key: str) -> str:
+        """String mapping a client's Idempotency-Key (per model) to the task it created."""
+        return f"{self.namespace}:idempotency:{model}:{key}"
 
     @property
     def task_done_channel(self) -> str:

@@ -49,6 +49,7 @@ class WorkerHeartbeat:
     tasks_done: int = 0
     tasks_failed: int = 0
     in_flight: int = 0
+    rate_per_s: float = 0.0  # tasks finished per second, smoothed over recent heartbeats
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:

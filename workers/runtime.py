@@ -20,12 +20,12 @@ import socket
 import time
 from dataclasses import dataclass
 
-import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from inferq.amqp import connect_with_retry
 from inferq.names import Names
 from inferq.redis_client import connect_redis
 from inferq.settings import WorkerSettings
@@ -40,6 +40,7 @@ from workers.base import Model
 logger = logging.getLogger(__name__)
 
 STORE_RETRY_S = 0.5
+RATE_SMOOTHING = 0.3
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Worker:
         self._idle = asyncio.Event()  # set while no batch is running
         self._idle.set()
         self._started_at_ms = now_ms()
+        self._rate_per_s = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -93,8 +95,8 @@ class Worker:
             self._redis, self.names, self.settings.heartbeat_ttl_s, self.settings.model_record_ttl_s
         )
         await self.model.load()
-        self._connection: AbstractRobustConnection = await aio_pika.connect_robust(
-            self.settings.amqp_url, client_properties={"connection_name": self.worker_id}
+        self._connection: AbstractRobustConnection = await connect_with_retry(
+            self.settings.amqp_url, self.worker_id
         )
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
@@ -105,7 +107,7 @@ class Worker:
             self._queue_max_length,
             self.settings.delivery_limit,
         )
-        await self._registry.register(self._record(), self._heartbeat())
+        await self._with_redis(lambda: self._registry.register(self._record(), self._heartbeat()))
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         self._runners = [
             asyncio.create_task(self._run_batches(), name=f"runner-{i}")
@@ -181,11 +183,19 @@ class Worker:
             tasks_done=self._tasks_done,
             tasks_failed=self._tasks_failed,
             in_flight=self._in_flight,
+            rate_per_s=round(self._rate_per_s, 3),
         )
 
     async def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        finished_before = 0
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            await asyncio.sleep(interval)
+            finished = self._tasks_done + self._tasks_failed
+            # Smoothed service rate; the gateway's 429 Retry-After is computed from it.
+            latest = (finished - finished_before) / interval
+            self._rate_per_s += RATE_SMOOTHING * (latest - self._rate_per_s)
+            finished_before = finished
             try:
                 await self._registry.beat(self._heartbeat())
             except RedisError as error:

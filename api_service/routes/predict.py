@@ -9,11 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from api_service.codec import decode_request, task_view
 from api_service.responses import JSONResponse
 from api_service.state import Gateway, gateway
-from inferq.errors import BodyTooLarge, InferqError
-from inferq.tasks import new_task_id, now_ms
-from proto.task_pb2 import TaskEnvelope
+from inferq.errors import BodyTooLarge, InvalidRequest
+from inferq.tasks import now_ms
 
 router = APIRouter()
+
+TIMEOUT_HEADER = "x-inferq-timeout"
+MAX_DEADLINE_S = 86_400
 
 REQUEST_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -58,38 +60,27 @@ async def predict(
     ] = 0,
     deadline_s: Annotated[
         float | None,
-        Query(alias="timeout", gt=0, le=86_400, description="Deadline, seconds from now"),
+        Query(alias="timeout", gt=0, le=MAX_DEADLINE_S, description="Deadline, seconds from now"),
     ] = None,
 ) -> JSONResponse:
     entry = await gw.catalog.require_live(model)
     body = await read_body(request, gw.settings.max_body_bytes)
     message = decode_request(body, request.headers.get("content-type", ""), entry.request_class)
-
-    task_id = new_task_id()
-    created_at_ms = now_ms()
-    ttl_ms = int(1000 * (deadline_s or gw.settings.default_deadline_s))
-    envelope = TaskEnvelope(
-        task_id=task_id,
-        model=model,
-        request=message.SerializeToString(),
-        created_at_ms=created_at_ms,
-        deadline_ms=created_at_ms + ttl_ms,
+    submitted = await gw.submitter.submit(
+        entry,
+        message,
+        deadline_s=deadline_s or _header_deadline(request) or gw.settings.default_deadline_s,
+        idempotency_key=request.headers.get("idempotency-key"),
     )
-    await gw.store.create(task_id, model, created_at_ms, envelope.deadline_ms)
-    try:
-        await gw.publisher.publish(
-            entry.record.queue, envelope.SerializeToString(), task_id, ttl_ms
-        )
-    except InferqError:
-        await gw.store.delete(task_id)  # never accepted: leave no trace of it
-        raise
-
+    task_id = submitted.task_id
     headers = {"Location": f"/tasks/{task_id}"}
-    if wait:
+    if wait or not submitted.created:
         state = await gw.waiter.wait(task_id, min(wait, gw.settings.max_wait_s))
-        if state is not None and state.status.is_final:
+        if state is not None and (state.status.is_final or not submitted.created):
             view = task_view(state, entry.response_class, now_ms())
-            return JSONResponse(view, status_code=200, headers=headers)
+            return JSONResponse(
+                view, status_code=200 if state.status.is_final else 202, headers=headers
+            )
     accepted = {
         "task_id": task_id,
         "model": model,
@@ -97,3 +88,17 @@ async def predict(
         "location": headers["Location"],
     }
     return JSONResponse(accepted, status_code=202, headers=headers)
+
+
+def _header_deadline(request: Request) -> float | None:
+    """The ``X-Inferq-Timeout`` header (seconds), the header form of ``?timeout=``."""
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1
+    if not 0 < seconds <= MAX_DEADLINE_S:
+        raise InvalidRequest(f"{TIMEOUT_HEADER} must be seconds in (0, {MAX_DEADLINE_S}]")
+    return seconds

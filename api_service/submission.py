@@ -1,0 +1,113 @@
+"""Submitting a task: record it as queued, publish it with a confirm, and honour
+Idempotency-Key, so a client that retries a POST gets the task it already created."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from redis.asyncio import Redis
+
+from api_service.broker import TaskPublisher
+from api_service.catalog import CatalogEntry
+from inferq.errors import InferqError, InvalidRequest, QueueFull
+from inferq.names import Names
+from inferq.tasks import TaskStore, new_task_id, now_ms
+from proto.task_pb2 import TaskEnvelope
+
+MAX_IDEMPOTENCY_KEY = 255
+RETRY_AFTER_BOUNDS_S = (1, 60)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task_id: str
+    created: bool  # False when an Idempotency-Key matched an earlier task
+
+
+class TaskSubmitter:
+    def __init__(
+        self, redis: Redis, names: Names, store: TaskStore, publisher: TaskPublisher, ttl_s: int
+    ) -> None:
+        self._redis = redis
+        self._names = names
+        self._store = store
+        self._publisher = publisher
+        self._ttl_s = ttl_s
+
+    async def submit(
+        self,
+        entry: CatalogEntry,
+        message: Message,
+        deadline_s: float,
+        idempotency_key: str | None = None,
+        trace_context: dict[str, str] | None = None,
+    ) -> Submitted:
+        model = entry.record.name
+        request = message.SerializeToString(deterministic=True)
+        task_id = new_task_id()
+        if idempotency_key is not None:
+            earlier = await self._claim(idempotency_key, model, request, task_id)
+            if earlier is not None:
+                return Submitted(earlier, created=False)
+        created_at_ms = now_ms()
+        ttl_ms = max(1, int(1000 * deadline_s))
+        envelope = TaskEnvelope(
+            task_id=task_id,
+            model=model,
+            request=request,
+            created_at_ms=created_at_ms,
+            deadline_ms=created_at_ms + ttl_ms,
+            trace_context=trace_context or {},
+        )
+        # Recorded before publishing: a worker may finish the task before publish returns.
+        await self._store.create(task_id, model, created_at_ms, envelope.deadline_ms)
+        try:
+            await self._publisher.publish(
+                entry.record.queue, envelope.SerializeToString(), task_id, ttl_ms
+            )
+        except InferqError as error:
+            # Never accepted: leave no trace, so a retry with the same key tries again.
+            await self._store.delete(task_id)
+            if idempotency_key is not None:
+                await self._redis.delete(self._names.idempotency(model, idempotency_key))
+            if isinstance(error, QueueFull):
+                raise await self._queue_full(entry) from error
+            raise
+        return Submitted(task_id, created=True)
+
+    async def _claim(self, key: str, model: str, request: bytes, task_id: str) -> str | None:
+        """Binds the key to ``task_id``; if it was bound already, the earlier task's id."""
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+            raise InvalidRequest(
+                f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} printable characters"
+            )
+        digest = hashlib.sha256(request).hexdigest()[:32]
+        redis_key = self._names.idempotency(model, key)
+        if await self._redis.set(redis_key, f"{task_id} {digest}", nx=True, ex=self._ttl_s):
+            return None
+        earlier = await self._redis.get(redis_key)
+        if earlier is None:  # the other request's publish failed a moment ago
+            raise InvalidRequest("a request with this Idempotency-Key just failed; retry")
+        earlier_id, earlier_digest = earlier.decode().split(" ")
+        if earlier_digest != digest:
+            raise InvalidRequest(
+                "this Idempotency-Key was used with a different request body", task_id=earlier_id
+            )
+        return str(earlier_id)
+
+    async def _queue_full(self, entry: CatalogEntry) -> QueueFull:
+        """429 with a Retry-After of about the time the workers need to serve half the
+        backlog at the rate they report."""
+        depth = await self._publisher.queue_depth(entry.record.queue) or 0
+        rate = sum(worker.rate_per_s for worker in entry.workers)
+        low, high = RETRY_AFTER_BOUNDS_S
+        retry_after = high if rate <= 0 else min(high, max(low, math.ceil(depth / rate / 2)))
+        return QueueFull(
+            f"the queue of {entry.record.name!r} is full ({depth} tasks waiting, workers "
+            f"finishing {rate:.1f}/s); retry later",
+            retry_after_s=retry_after,
+            queue_depth=depth,
+        )
