@@ -78,6 +78,12 @@ class WorkerSettings(CommonSettings):
         0, ge=0, description="Unacked deliveries a worker holds; 0 picks 2 x max_batch_size."
     )
     concurrency: int = Field(1, ge=1, description="Batches a worker runs at the same time.")
+    max_batch_size: int | None = Field(
+        None, ge=1, description="Overrides the model's max_batch_size (requests per batch)."
+    )
+    max_batch_delay_ms: float | None = Field(
+        None, ge=0, description="Overrides the model's max_batch_delay_ms (wait to fill a batch)."
+    )
     grace_period_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long in-flight tasks may take to finish."
     )

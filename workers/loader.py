@@ -10,6 +10,7 @@ BUILTIN_MODELS = {
     "model_a": "workers.models.model_a:ModelA",
     "model_b": "workers.models.model_b:ModelB",
     "sleep": "workers.models.sleep:SleepModel",
+    "big_mlp": "workers.models.big_mlp:BigMLP",
 }
 
 

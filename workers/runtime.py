@@ -61,8 +61,13 @@ class Worker:
         self.settings = settings
         self.names = Names(settings.namespace)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
-        batch = max(1, model.max_batch_size)
-        self.prefetch = settings.prefetch or max(4, 2 * batch * settings.concurrency)
+        self.max_batch_size = settings.max_batch_size or model.max_batch_size
+        self.max_batch_delay_s = (
+            settings.max_batch_delay_ms
+            if settings.max_batch_delay_ms is not None
+            else model.max_batch_delay_ms
+        ) / 1000
+        self.prefetch = settings.prefetch or max(4, 2 * self.max_batch_size * settings.concurrency)
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._tasks_done = 0
@@ -121,7 +126,7 @@ class Worker:
             self.model.version,
             self._queue.name,
             self.prefetch,
-            self.model.max_batch_size,
+            self.max_batch_size,
         )
 
     async def stop(self) -> None:
@@ -217,8 +222,8 @@ class Worker:
     async def _next_batch(self) -> list[AbstractIncomingMessage]:
         """The first waiting delivery, plus any that arrive within the batch delay."""
         batch = [await self._inbox.get()]
-        limit = self.model.max_batch_size
-        deadline = time.monotonic() + self.model.max_batch_delay_ms / 1000
+        limit = self.max_batch_size
+        deadline = time.monotonic() + self.max_batch_delay_s
         while len(batch) < limit:
             if not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
