@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 
+from api_service.metrics import PUBLISH_SECONDS
 from inferq.amqp import connect_with_retry
 from inferq.errors import BrokerUnavailable, QueueFull
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    messages: int
+    consumers: int
 
 
 class TaskPublisher:
@@ -57,7 +66,9 @@ class TaskPublisher:
         if self.connection:
             await self.connection.close()
 
-    async def publish(self, queue: str, body: bytes, task_id: str, ttl_ms: int) -> None:
+    async def publish(
+        self, queue: str, body: bytes, task_id: str, ttl_ms: int, headers: dict[str, str]
+    ) -> None:
         if self._channel is None or self._channel.is_closed:
             raise BrokerUnavailable("the message broker is unavailable", retry_after_s=2)
         message = aio_pika.Message(
@@ -65,14 +76,17 @@ class TaskPublisher:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=task_id,
             content_type="application/x-protobuf",
+            headers=headers,  # the W3C trace context, for tools that read AMQP headers
             # The broker dead-letters a task still queued at its deadline (-> expired).
             expiration=max(ttl_ms, 1) / 1000,
         )
+        started = time.perf_counter()
         try:
             await asyncio.wait_for(
                 self._channel.default_exchange.publish(message, routing_key=queue),
                 self._timeout_s,
             )
+            PUBLISH_SECONDS.labels(queue).observe(time.perf_counter() - started)
         except DeliveryError as error:
             # reject-publish: the queue is at its length limit. Nothing accepted is dropped.
             raise QueueFull(f"the queue {queue!r} is full", retry_after_s=1) from error
@@ -84,15 +98,18 @@ class TaskPublisher:
             logger.warning("publish to %s failed: %r", queue, error)
             raise BrokerUnavailable("the message broker is unavailable", retry_after_s=2) from error
 
-    async def queue_depth(self, queue: str) -> int | None:
-        """Messages waiting in a queue, or None if it does not exist or the broker is down."""
+    async def queue_stats(self, queue: str) -> QueueStats | None:
+        """Messages waiting and consumers of a queue; None if it does not exist or the
+        broker is down. (A passive declare of a missing queue closes its channel: hence a
+        channel of its own.)"""
         if self.connection is None:
             return None
         try:
             channel = await self.connection.channel()
             try:
                 declared = await channel.declare_queue(queue, passive=True)
-                return declared.declaration_result.message_count
+                result = declared.declaration_result
+                return QueueStats(result.message_count or 0, result.consumer_count or 0)
             finally:
                 if not channel.is_closed:
                     await channel.close()

@@ -66,7 +66,11 @@ class TaskSubmitter:
         await self._store.create(task_id, model, created_at_ms, envelope.deadline_ms)
         try:
             await self._publisher.publish(
-                entry.record.queue, envelope.SerializeToString(), task_id, ttl_ms
+                entry.record.queue,
+                envelope.SerializeToString(),
+                task_id,
+                ttl_ms,
+                headers=dict(envelope.trace_context),
             )
         except InferqError as error:
             # Never accepted: leave no trace, so a retry with the same key tries again.
@@ -101,7 +105,8 @@ class TaskSubmitter:
     async def _queue_full(self, entry: CatalogEntry) -> QueueFull:
         """429 with a Retry-After of about the time the workers need to serve half the
         backlog at the rate they report."""
-        depth = await self._publisher.queue_depth(entry.record.queue) or 0
+        stats = await self._publisher.queue_stats(entry.record.queue)
+        depth = stats.messages if stats else 0
         rate = sum(worker.rate_per_s for worker in entry.workers)
         low, high = RETRY_AFTER_BOUNDS_S
         retry_after = high if rate <= 0 else min(high, max(low, math.ceil(depth / rate / 2)))

@@ -7,13 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from inferq.logs import configure_logging
-from inferq.settings import GatewaySettings, WorkerSettings
+from inferq.settings import GatewaySettings, WorkerSettings, health_file
 from inferq.supervisor import Child, supervise
+from inferq.tracing import setup_tracing
 
 ENSURE_SERVICES = Path(__file__).resolve().parent.parent / "scripts" / "ensure_services.sh"
 
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     worker = commands.add_parser("worker", help="serve a model from its queue")
     worker.add_argument("target", help="built-in name (model_a, model_b, sleep) or module:Class")
     worker.add_argument("--replicas", type=int, default=1, help="worker processes to run")
+    worker.add_argument("--metrics-port", type=int, help="Prometheus port (replica i: +i)")
+    worker.add_argument(
+        "--check", action="store_true", help="exit 0 if a worker of TARGET here is healthy"
+    )
 
     for name, text in (("models", "list live models"), ("predict", "send one prediction")):
         sub = commands.add_parser(name, help=text)
@@ -46,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     configure_logging()
+    if args.command in ("gateway", "worker"):
+        setup_tracing(f"inferq-{args.command}")
     return int(COMMANDS[args.command](args) or 0)
 
 
@@ -88,12 +96,37 @@ def run_worker(args: argparse.Namespace) -> int:
     from workers.loader import load_model_class
     from workers.runtime import Worker
 
+    overrides = {"metrics_port": args.metrics_port} if args.metrics_port else {}
+    settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    model_class = load_model_class(args.target)
+    if args.check:
+        return check_worker(settings, model_class.name)
     if args.replicas > 1:
         me = [sys.executable, "-m", "inferq.cli", "worker", args.target]
-        return supervise([Child(f"{args.target}-{i}", me) for i in range(args.replicas)])
-    settings = WorkerSettings()
-    model = load_model_class(args.target)(settings)
+        port = settings.metrics_port
+        return supervise(
+            [
+                Child(
+                    f"{args.target}-{i}",
+                    me,
+                    {"INFERQ_METRICS_PORT": str(port + i)} if port else None,
+                )
+                for i in range(args.replicas)
+            ]
+        )
+    model = model_class(settings)
     uvloop.run(Worker(model, settings).run())
+    return 0
+
+
+def check_worker(settings: WorkerSettings, model: str) -> int:
+    """Liveness probe: a worker of ``model`` on this machine heartbeated recently."""
+    path = Path(health_file(settings, model))
+    age = time.time() - path.stat().st_mtime if path.exists() else None
+    if age is None or age > settings.heartbeat_ttl_s:
+        print(f"unhealthy: no heartbeat from a {model} worker here in {settings.heartbeat_ttl_s}s")
+        return 1
+    print(f"healthy: last heartbeat {age:.1f}s ago")
     return 0
 
 

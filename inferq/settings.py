@@ -84,6 +84,17 @@ class WorkerSettings(CommonSettings):
     max_batch_delay_ms: float | None = Field(
         None, ge=0, description="Overrides the model's max_batch_delay_ms (wait to fill a batch)."
     )
+    metrics_port: int | None = Field(
+        None, description="Serve Prometheus metrics on this port (replica i: port + i)."
+    )
+    health_dir: str = Field(
+        "/tmp", description="Where a worker touches its liveness file at each heartbeat."
+    )
     grace_period_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long in-flight tasks may take to finish."
     )
+
+
+def health_file(settings: WorkerSettings, model: str) -> str:
+    """The file a worker of ``model`` touches while it is healthy (`inferq worker --check`)."""
+    return f"{settings.health_dir}/inferq-{settings.namespace}-{model}.alive"

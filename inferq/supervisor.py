@@ -4,6 +4,7 @@ of them exits."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ GRACE_S = 30.0
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] | None = None  # added to this process's environment
 
 
 def _pump(name: str, stream: object, width: int) -> None:
@@ -44,6 +46,7 @@ def supervise(children: list[Child]) -> int:
                 bufsize=1,
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop each child once.
                 start_new_session=True,
+                env={**os.environ, **child.env} if child.env else None,
             )
             processes[child.name] = process
             threading.Thread(

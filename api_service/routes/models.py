@@ -17,6 +17,7 @@ router = APIRouter()
 
 async def describe(entry: CatalogEntry, gw: Gateway) -> dict[str, Any]:
     record = entry.record
+    stats = await gw.publisher.queue_stats(record.queue)
     return {
         "name": record.name,
         "version": record.version,
@@ -24,7 +25,9 @@ async def describe(entry: CatalogEntry, gw: Gateway) -> dict[str, Any]:
         "live": bool(entry.workers),
         "live_workers": len(entry.workers),
         "queue": record.queue,
-        "queue_depth": await gw.publisher.queue_depth(record.queue),
+        "queue_depth": stats.messages if stats else None,
+        "consumers": stats.consumers if stats else None,
+        "throughput_per_s": round(sum(w.rate_per_s for w in entry.workers), 3),
         "queue_max_length": record.queue_max_length,
         "request_schema": message_json_schema(entry.request_class.DESCRIPTOR),
         "response_schema": message_json_schema(entry.response_class.DESCRIPTOR),
@@ -36,6 +39,7 @@ async def describe(entry: CatalogEntry, gw: Gateway) -> dict[str, Any]:
                 "tasks_done": w.tasks_done,
                 "tasks_failed": w.tasks_failed,
                 "in_flight": w.in_flight,
+                "rate_per_s": w.rate_per_s,
             }
             for w in entry.workers
         ],

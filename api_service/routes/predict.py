@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from opentelemetry import trace
 
 from api_service.codec import decode_request, task_view
 from api_service.responses import JSONResponse
 from api_service.state import Gateway, gateway
 from inferq.errors import BodyTooLarge, InvalidRequest
 from inferq.tasks import now_ms
+from inferq.tracing import extract, inject
 
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 router = APIRouter()
 
 TIMEOUT_HEADER = "x-inferq-timeout"
@@ -63,21 +68,34 @@ async def predict(
         Query(alias="timeout", gt=0, le=MAX_DEADLINE_S, description="Deadline, seconds from now"),
     ] = None,
 ) -> JSONResponse:
-    entry = await gw.catalog.require_live(model)
-    body = await read_body(request, gw.settings.max_body_bytes)
-    message = decode_request(body, request.headers.get("content-type", ""), entry.request_class)
-    submitted = await gw.submitter.submit(
-        entry,
-        message,
-        deadline_s=deadline_s or _header_deadline(request) or gw.settings.default_deadline_s,
-        idempotency_key=request.headers.get("idempotency-key"),
-    )
+    with _tracer.start_as_current_span(
+        "POST /predict/{model}",
+        context=extract(request.headers),
+        kind=trace.SpanKind.SERVER,
+        attributes={"inferq.model": model},
+    ) as span:
+        entry = await gw.catalog.require_live(model)
+        body = await read_body(request, gw.settings.max_body_bytes)
+        content_type = request.headers.get("content-type", "")
+        message = decode_request(body, content_type, entry.request_class)
+        submitted = await gw.submitter.submit(
+            entry,
+            message,
+            deadline_s=deadline_s or _header_deadline(request) or gw.settings.default_deadline_s,
+            idempotency_key=request.headers.get("idempotency-key"),
+            trace_context=dict(inject({})),
+        )
+        span.set_attribute("inferq.task_id", submitted.task_id)
+        logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
+        traceparent = inject({}).get("traceparent", "")
     task_id = submitted.task_id
-    headers = {"Location": f"/tasks/{task_id}"}
+    # The client learns its trace id, to follow the task in the workers' logs.
+    headers = {"Location": f"/tasks/{task_id}", "traceparent": traceparent}
     if wait or not submitted.created:
         state = await gw.waiter.wait(task_id, min(wait, gw.settings.max_wait_s))
         if state is not None and (state.status.is_final or not submitted.created):
             view = task_view(state, entry.response_class, now_ms())
+            gw.recent.record(state)  # for GET /stats (only final states count)
             return JSONResponse(
                 view, status_code=200 if state.status.is_final else 202, headers=headers
             )

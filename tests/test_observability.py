@@ -1,0 +1,90 @@
+"""What an operator sees: trace ids followed into worker logs, metrics, health checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+
+from tests.stack import ROOT, Stack, free_port, wait_until
+
+TRACE_ID = os.urandom(16).hex()
+TRACEPARENT = f"00-{TRACE_ID}-{os.urandom(8).hex()}-01"
+
+
+def _log_lines(stack: Stack, prefix: str) -> list[dict[str, object]]:
+    lines = []
+    for path in stack.log_dir.glob(f"{prefix}-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+    return lines
+
+
+def test_a_trace_id_is_followed_from_the_client_to_the_worker_log(shared_stack: Stack) -> None:
+    response = httpx.post(
+        f"{shared_stack.url}/predict/model_a",
+        params={"wait": 10},
+        json={"data": "traced"},
+        headers={"traceparent": TRACEPARENT},
+    )
+    assert response.status_code == 200
+    assert response.headers["traceparent"].split("-")[1] == TRACE_ID
+    task_id = response.json()["task_id"]
+
+    def logged() -> bool:
+        return any(
+            line.get("trace_id") == TRACE_ID and line.get("task_id") == task_id
+            for line in _log_lines(shared_stack, "model_a")
+        )
+
+    wait_until(logged, 5, "the worker's log line for the traced task")
+    line = next(x for x in _log_lines(shared_stack, "model_a") if x.get("task_id") == task_id)
+    assert line["message"] == "task succeeded" and line["model"] == "model_a"
+    assert {"ts", "level", "logger", "span_id"} <= set(line)
+
+
+def test_gateway_metrics_count_requests_by_model_and_status(shared_stack: Stack) -> None:
+    httpx.post(f"{shared_stack.url}/predict/model_a", json={"data": "m"})
+    text = httpx.get(f"{shared_stack.url}/metrics").text
+    assert (
+        'inferq_gateway_requests_total{model="model_a",route="/predict/{model}",status="202"}'
+        in text
+    )
+    assert 'inferq_gateway_publish_seconds_count{queue="' in text
+    assert "inferq_gateway_request_seconds_bucket" in text
+
+
+def test_worker_metrics_health_check_and_models_view(stack: Stack) -> None:
+    port = free_port()
+    stack.start_gateway()
+    worker = stack.start_worker(
+        "model_a", INFERQ_METRICS_PORT=str(port), INFERQ_HEALTH_DIR=str(stack.log_dir)
+    )
+    stack.wait_live("model_a")
+    for i in range(3):
+        task = httpx.post(
+            f"{stack.url}/predict/model_a", params={"wait": 10}, json={"data": str(i)}
+        ).json()
+        assert task["status"] == "succeeded"
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'inferq_worker_inference_seconds_count{model="model_a"} 3.0' in metrics
+    assert 'inferq_worker_queue_wait_seconds_count{model="model_a"} 3.0' in metrics
+    assert 'inferq_worker_results_stored_total{model="model_a",status="succeeded"} 3.0' in metrics
+
+    model = httpx.get(f"{stack.url}/models/model_a").json()
+    assert model["consumers"] == 1 and model["queue_depth"] == 0
+    assert "throughput_per_s" in model
+
+    def check() -> int:
+        env = {**stack.env, "INFERQ_HEALTH_DIR": str(stack.log_dir)}
+        command = [sys.executable, "-m", "inferq.cli", "worker", "model_a", "--check"]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True).returncode
+
+    wait_until(lambda: check() == 0, 5, "a healthy check")
+    worker.terminate()
+    worker.wait(15)
+    wait_until(lambda: check() == 1, 5, "an unhealthy check once the worker stopped")

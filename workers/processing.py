@@ -1,0 +1,216 @@
+"""Per-batch work, in four named steps: decode -> run -> store -> ack.
+
+The ack policy is "ack when saved": a delivery is acked only after its final state is in
+Redis, so a worker killed at any point leaves the task in the queue and the broker redelivers
+it. Storing a final state is idempotent (see `inferq.tasks`), so a redelivered task that had
+already finished is acked without running again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aio_pika.abc import AbstractIncomingMessage
+from google.protobuf.message import DecodeError
+from opentelemetry import trace
+from redis.exceptions import RedisError
+
+from inferq.tasks import Outcome, TaskStatus, TaskStore, now_ms
+from inferq.tracing import extract
+from proto.task_pb2 import TaskEnvelope
+from workers import metrics
+from workers.base import Model
+
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+STORE_RETRY_S = 0.5
+T = TypeVar("T")
+
+
+@dataclass
+class Delivery:
+    """One message from the queue, decoded as far as the runtime understands it, with the
+    span that follows it from pickup to ack."""
+
+    message: AbstractIncomingMessage
+    envelope: TaskEnvelope
+    span: trace.Span
+
+    @property
+    def task_id(self) -> str:
+        return self.envelope.task_id
+
+
+async def retry_redis(call: Callable[[], Awaitable[T]], stopping: asyncio.Event) -> T:
+    """Retries a Redis call until it works: a task must not be acked before its result is
+    stored. Gives up (re-raises) only once the worker is stopping."""
+    while True:
+        try:
+            return await call()
+        except RedisError as error:
+            if stopping.is_set():
+                raise
+            logger.warning("Redis unavailable, retrying in %.1fs: %s", STORE_RETRY_S, error)
+            await asyncio.sleep(STORE_RETRY_S)
+
+
+class BatchProcessor:
+    """Takes a batch of deliveries from the queue to acked, stored outcomes."""
+
+    def __init__(
+        self, model: Model, store: TaskStore, worker_id: str, stopping: asyncio.Event
+    ) -> None:  # type: ignore[type-arg]
+        self.model = model
+        self._store = store
+        self._worker_id = worker_id
+        self._stopping = stopping
+        self.tasks_done = 0
+        self.tasks_failed = 0
+
+    def _with_redis(self, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return retry_redis(call, self._stopping)
+
+    async def handle(self, messages: list[AbstractIncomingMessage]) -> None:
+        """decode -> run -> store -> ack."""
+        deliveries = await self._decode(messages)
+        outcomes: dict[str, Outcome] = {}
+        try:
+            outcomes = await self._run(deliveries)
+            stored = await self._store_outcomes(outcomes)
+        except RedisError:  # raised only while stopping
+            stored = False
+        for delivery in deliveries:
+            if stored:
+                await settle(delivery.message.ack())
+            else:  # stopping while Redis is down: give the task back rather than lose it
+                await settle(delivery.message.nack(requeue=True))
+            self._close_span(delivery, outcomes.get(delivery.task_id) if stored else None)
+
+    async def _decode(self, messages: list[AbstractIncomingMessage]) -> list[Delivery]:
+        deliveries = []
+        picked_up_ms = now_ms()
+        for message in messages:
+            try:
+                envelope = TaskEnvelope.FromString(message.body)
+            except DecodeError:
+                logger.error("dropping a message that is not a task envelope")
+                await settle(message.reject(requeue=False))
+                continue
+            span = _tracer.start_span(
+                f"run {self.model.name}",
+                context=extract(envelope.trace_context),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"inferq.task_id": envelope.task_id, "inferq.model": envelope.model},
+            )
+            metrics.QUEUE_WAIT_SECONDS.labels(self.model.name).observe(
+                max(0, picked_up_ms - envelope.created_at_ms) / 1000
+            )
+            deliveries.append(Delivery(message, envelope, span))
+        return deliveries
+
+    def _close_span(self, delivery: Delivery, outcome: Outcome | None) -> None:
+        span = delivery.span
+        status = outcome.status.value if outcome else "requeued"
+        span.set_attribute("inferq.status", status)
+        if outcome and outcome.error_type:
+            span.set_status(
+                trace.StatusCode.ERROR, f"{outcome.error_type}: {outcome.error_message}"
+            )
+        context = span.get_span_context()
+        logger.info(
+            "task %s",
+            status if outcome else "requeued (not stored)",
+            extra={
+                "task_id": delivery.task_id,
+                "model": self.model.name,
+                "trace_id": format(context.trace_id, "032x"),
+                "span_id": format(context.span_id, "016x"),
+            },
+        )
+        span.end()
+
+    async def _run(self, deliveries: list[Delivery]) -> dict[str, Outcome]:
+        """Decides each task's outcome, running the model on those that need it."""
+        outcomes: dict[str, Outcome] = {}
+        now = now_ms()
+        fresh = []
+        for delivery in deliveries:
+            deadline = delivery.envelope.deadline_ms
+            if deadline and now > deadline:
+                outcomes[delivery.envelope.task_id] = Outcome(
+                    TaskStatus.EXPIRED,
+                    error_type="DeadlineExceeded",
+                    error_message="the task's deadline passed before a worker could run it",
+                )
+            else:
+                fresh.append(delivery)
+        task_ids = [d.task_id for d in fresh]
+        previous = await self._with_redis(
+            lambda: self._store.mark_running(task_ids, self._worker_id)
+        )
+        to_run = [
+            d for d, status in zip(fresh, previous, strict=True) if not (status and status.is_final)
+        ]
+        requests = []
+        for delivery in to_run:
+            try:
+                requests.append(self.model.request_type.FromString(delivery.envelope.request))
+            except DecodeError as error:
+                outcomes[delivery.envelope.task_id] = _failure("InvalidRequest", error)
+        decoded = [d for d in to_run if d.envelope.task_id not in outcomes]
+        for delivery, outcome in zip(decoded, await self._predict(requests), strict=True):
+            outcomes[delivery.envelope.task_id] = outcome
+        return outcomes
+
+    async def _predict(self, requests: list) -> list[Outcome]:  # type: ignore[type-arg]
+        """Runs the batch; if it raises, runs each request alone so one bad input fails
+        only its own task."""
+        if not requests:
+            return []
+        started = time.perf_counter()
+        try:
+            responses = await self.model.process_batch(requests)
+            metrics.INFERENCE_SECONDS.labels(self.model.name).observe(time.perf_counter() - started)
+            metrics.BATCH_SIZE.labels(self.model.name).observe(len(requests))
+            return [Outcome(TaskStatus.SUCCEEDED, result=r.SerializeToString()) for r in responses]
+        except Exception as error:  # noqa: BLE001 - any error of the model fails its task
+            if len(requests) == 1:
+                logger.info("model %s raised %s: %s", self.model.name, type(error).__name__, error)
+                return [_failure(type(error).__name__, error)]
+        return [(await self._predict([request]))[0] for request in requests]
+
+    async def _store_outcomes(self, outcomes: dict[str, Outcome]) -> bool:
+        if not outcomes:
+            return True
+        try:
+            await self._with_redis(lambda: self._store.finish(outcomes, self._worker_id))
+        except asyncio.CancelledError:
+            raise
+        except RedisError:
+            return False
+        for outcome in outcomes.values():
+            metrics.RESULTS_STORED.labels(self.model.name, outcome.status.value).inc()
+            if outcome.status is TaskStatus.SUCCEEDED:
+                self.tasks_done += 1
+            else:
+                self.tasks_failed += 1
+        return True
+
+
+def _failure(error_type: str, error: BaseException) -> Outcome:
+    return Outcome(TaskStatus.FAILED, error_type=error_type, error_message=str(error))
+
+
+async def settle(operation: object) -> None:
+    """Ack/nack/reject, tolerating a channel that closed meanwhile: the broker then requeues
+    the delivery itself, and the idempotent store makes the redelivery harmless."""
+    try:
+        await operation  # type: ignore[misc]
+    except Exception as error:  # noqa: BLE001 - any channel failure means the same here
+        logger.warning("could not settle a delivery (it will be redelivered): %s", error)
