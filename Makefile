@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services up test lint proto models loadtest bench clean
+.PHONY: install services browser up test lint proto models loadtest bench clean
 
 install: $(STAMP)
 
@@ -18,10 +18,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 services:
 	bash scripts/ensure_services.sh
 
+# Debian's Chromium, for the dashboard's browser test.
+browser:
+	bash scripts/ensure_browser.sh
+
 up: install services
 	$(BIN)/inferq up
 
-test: install services
+test: install services browser
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 
+from api_service import metrics
 from api_service.broker import TaskPublisher
 from api_service.catalog import ModelCatalog
 from api_service.dead_letters import DeadLetterConsumer
 from api_service.errors import install_error_handlers
+from api_service.metrics import MetricsMiddleware
 from api_service.responses import JSONResponse
-from api_service.routes import health, models, predict, tasks
+from api_service.routes import dashboard, health, models, predict, tasks
 from api_service.state import Gateway
 from api_service.submission import TaskSubmitter
 from api_service.waiter import TaskWaiter
@@ -65,6 +67,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
     )
     install_error_handlers(app)
-    for module in (predict, tasks, models, health):
+    app.add_middleware(MetricsMiddleware)
+    for module in (predict, tasks, models, health, metrics, dashboard):
         app.include_router(module.router)
     return app

@@ -3,13 +3,14 @@ through ``app.state`` — no module-level globals, so each test builds its own."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from redis.asyncio import Redis
 
 from api_service.broker import TaskPublisher
 from api_service.catalog import ModelCatalog
+from api_service.recent import RecentLatency
 from api_service.submission import TaskSubmitter
 from api_service.waiter import TaskWaiter
 from inferq.names import Names
@@ -27,6 +28,7 @@ class Gateway:
     publisher: TaskPublisher
     waiter: TaskWaiter
     submitter: TaskSubmitter
+    recent: RecentLatency = field(default_factory=RecentLatency)
 
 
 def gateway(request: Request) -> Gateway:

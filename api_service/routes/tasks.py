@@ -36,4 +36,5 @@ async def get_task(
         )
     entry = await gw.catalog.get(state.model)
     view = task_view(state, entry.response_class if entry else None, now_ms())
+    gw.recent.record(state)  # for GET /stats (only final states count)
     return JSONResponse(view)
