@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -67,7 +68,7 @@ class TaskPublisher:
             await self.connection.close()
 
     async def publish(
-        self, queue: str, body: bytes, task_id: str, ttl_ms: int, headers: dict[str, str]
+        self, queue: str, body: bytes, task_id: str, ttl_ms: int, headers: dict[str, Any]
     ) -> None:
         if self._channel is None or self._channel.is_closed:
             raise BrokerUnavailable("the message broker is unavailable", retry_after_s=2)

@@ -95,7 +95,9 @@ class TaskSubmitter:
         earlier = await self._redis.get(redis_key)
         if earlier is None:  # the other request's publish failed a moment ago
             raise InvalidRequest("a request with this Idempotency-Key just failed; retry")
-        earlier_id, earlier_digest = earlier.decode().split(" ")
+        earlier_id, earlier_digest = (
+            earlier.decode() if isinstance(earlier, bytes) else earlier
+        ).split(" ")
         if earlier_digest != digest:
             raise InvalidRequest(
                 "this Idempotency-Key was used with a different request body", task_id=earlier_id

@@ -14,7 +14,8 @@ async def drop_namespace(settings: CommonSettings, models: list[str] = ()) -> No
     names = Names(settings.namespace)
     redis = connect_redis(settings.redis_url)
     try:
-        known = {m.decode() for m in await redis.smembers(names.models)}  # type: ignore[misc]
+        members = await redis.smembers(names.models)  # type: ignore[misc]
+        known = {m.decode() if isinstance(m, bytes) else m for m in members}
         queues = [names.model_queue(m) for m in sorted(known | set(models))]
         connection = await aio_pika.connect(settings.amqp_url)
         async with connection:

@@ -13,6 +13,7 @@ import enum
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -61,7 +62,7 @@ class TaskState:
     error_message: str | None
 
     @classmethod
-    def from_hash(cls, task_id: str, fields: dict[bytes, bytes]) -> TaskState:
+    def from_hash(cls, task_id: str, fields: dict[Any, Any]) -> TaskState:
         def text(name: str) -> str | None:
             value = fields.get(name.encode())
             return value.decode() if value is not None else None
@@ -73,7 +74,7 @@ class TaskState:
         return cls(
             task_id=task_id,
             model=text("model") or "",
-            status=TaskStatus(text("status")),
+            status=TaskStatus(text("status") or TaskStatus.QUEUED.value),
             created_at_ms=number("created_at_ms") or 0,
             deadline_ms=number("deadline_ms") or 0,
             started_at_ms=number("started_at_ms"),

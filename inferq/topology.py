@@ -5,13 +5,15 @@ two declarers never disagree."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from inferq.names import Names
 
 
-def model_queue_arguments(names: Names, max_length: int, delivery_limit: int) -> dict[str, object]:
+def model_queue_arguments(names: Names, max_length: int, delivery_limit: int) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
         # A task that kills its worker again and again is dead-lettered, not looped forever.

@@ -30,7 +30,7 @@ class ModelRecord:
         return orjson.dumps(data)
 
     @classmethod
-    def from_json(cls, raw: bytes) -> ModelRecord:
+    def from_json(cls, raw: bytes | str) -> ModelRecord:
         data = orjson.loads(raw)
         data["descriptor_set"] = base64.b64decode(data["descriptor_set"])
         return cls(**data)
@@ -56,5 +56,5 @@ class WorkerHeartbeat:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, raw: bytes) -> WorkerHeartbeat:
+    def from_json(cls, raw: bytes | str) -> WorkerHeartbeat:
         return cls(**orjson.loads(raw))

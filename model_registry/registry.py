@@ -59,7 +59,7 @@ class Registry:
     # --- the gateway's side --------------------------------------------------------------
     async def model_names(self) -> list[str]:
         names = await self._redis.smembers(self._names.models)  # type: ignore[misc]
-        return sorted(n.decode() for n in names)
+        return sorted(_text(name) for name in names)
 
     async def get(self, model: str) -> ModelRecord | None:
         raw = await self._redis.get(self._names.model(model))
@@ -71,9 +71,13 @@ class Registry:
         if not ids:
             return []
         beats = await self._redis.mget(
-            [self._names.heartbeat(model, worker_id.decode()) for worker_id in ids]
+            [self._names.heartbeat(model, _text(worker_id)) for worker_id in ids]
         )
         dead = [worker_id for worker_id, beat in zip(ids, beats, strict=True) if beat is None]
         if dead:
             await self._redis.srem(self._names.workers(model), *dead)  # type: ignore[misc]
         return [WorkerHeartbeat.from_json(beat) for beat in beats if beat is not None]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
