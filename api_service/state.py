@@ -31,6 +31,7 @@ class Gateway:
     recent: RecentLatency = field(default_factory=RecentLatency)
 
 
-def gateway(request: Request) -> Gateway:
-    """FastAPI dependency: the gateway this request runs in."""
+async def gateway(request: Request) -> Gateway:
+    """FastAPI dependency: the gateway this request runs in (async: FastAPI would run a
+    plain function in a thread pool, on every request)."""
     return request.app.state.gateway  # type: ignore[no-any-return]

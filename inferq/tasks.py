@@ -10,12 +10,14 @@ a pub/sub channel, which wakes long-polling requests; the hash stays the source 
 from __future__ import annotations
 
 import enum
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from inferq.names import Names
 
@@ -117,6 +119,9 @@ return 1
 """
 
 
+_SHA = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_MARK_RUNNING, _FINISH)}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The final state a worker (or the dead-letter consumer) writes for a task."""
@@ -149,8 +154,23 @@ class TaskStore:
         self._redis = redis
         self._names = names
         self._ttl_s = ttl_s
-        self._mark_running = redis.register_script(_MARK_RUNNING)
-        self._finish = redis.register_script(_FINISH)
+
+    async def _run_scripts(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Runs (script, keys, args) calls in one round trip, by EVALSHA. (redis-py's own
+        pipelined scripts cost a SCRIPT EXISTS round trip each time.) A Redis restart
+        forgets scripts: then load them and run again."""
+        for attempt in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    pipe.evalsha(_SHA[script], len(keys), *keys, *args)
+                try:
+                    return await pipe.execute()  # type: ignore[no-any-return]
+                except NoScriptError:
+                    if attempt:
+                        raise
+                    for script in _SHA:
+                        await self._redis.script_load(script)
+        raise AssertionError("unreachable")
 
     async def create(self, task_id: str, model: str, created_at_ms: int, deadline_ms: int) -> None:
         key = self._names.task(task_id)
@@ -179,25 +199,23 @@ class TaskStore:
     async def mark_running(self, task_ids: list[str], worker_id: str) -> list[TaskStatus | None]:
         """Move tasks to ``running``; returns each one's previous status (None: no record)."""
         at = now_ms()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                await self._mark_running(
-                    keys=[self._names.task(task_id)],
-                    args=[worker_id, at, self._ttl_s],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        replies = await self._run_scripts(
+            [(_MARK_RUNNING, [self._names.task(t)], [worker_id, at, self._ttl_s]) for t in task_ids]
+        )
         return [TaskStatus(r.decode()) if r else None for r in replies]
 
     async def finish(self, outcomes: dict[str, Outcome], worker_id: str) -> list[bool]:
         """Write final states; returns, per task, whether this call was the one that wrote it."""
         at = now_ms()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for task_id, outcome in outcomes.items():
-                await self._finish(
-                    keys=[self._names.task(task_id), self._names.task_done_channel],
-                    args=[task_id, self._ttl_s, *outcome.fields(worker_id, at)],
-                    client=pipe,
+        channel = self._names.task_done_channel
+        replies = await self._run_scripts(
+            [
+                (
+                    _FINISH,
+                    [self._names.task(task_id), channel],
+                    [task_id, self._ttl_s, *outcome.fields(worker_id, at)],
                 )
-            replies = await pipe.execute()
+                for task_id, outcome in outcomes.items()
+            ]
+        )
         return [bool(r) for r in replies]

@@ -1,9 +1,10 @@
 """OpenTelemetry tracing: W3C trace context in, through the task envelope, out.
 
-Spans are always made (so log lines carry trace ids); they are exported over OTLP only when
-the standard variables ask for it (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+Trace context always flows (so log lines carry trace ids); spans are recorded and exported
+over OTLP only when the standard variables ask for it (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_TRACES_EXPORTER=otlp``; ``console`` prints
-them). Without a collector nothing is exported and nothing breaks.
+them). Without an exporter the sampler drops every span: ids are still made and propagated,
+at a fraction of the cost (recording spans nobody reads cost the gateway 25 % throughput).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _propagator = TraceContextTextMapPropagator()
@@ -23,7 +25,6 @@ _propagator = TraceContextTextMapPropagator()
 
 def setup_tracing(service_name: str) -> None:
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    provider = TracerProvider(resource=resource)
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "")
     wants_otlp = exporter == "otlp" or (
         exporter != "none"
@@ -35,9 +36,13 @@ def setup_tracing(service_name: str) -> None:
     if wants_otlp:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+        provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     elif exporter == "console":
+        provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    else:
+        provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
     trace.set_tracer_provider(provider)
 
 

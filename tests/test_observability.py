@@ -24,27 +24,34 @@ def _log_lines(stack: Stack, prefix: str) -> list[dict[str, object]]:
     return lines
 
 
-def test_a_trace_id_is_followed_from_the_client_to_the_worker_log(shared_stack: Stack) -> None:
-    response = httpx.post(
-        f"{shared_stack.url}/predict/model_a",
-        params={"wait": 10},
-        json={"data": "traced"},
-        headers={"traceparent": TRACEPARENT},
-    )
-    assert response.status_code == 200
-    assert response.headers["traceparent"].split("-")[1] == TRACE_ID
-    task_id = response.json()["task_id"]
-
-    def logged() -> bool:
-        return any(
-            line.get("trace_id") == TRACE_ID and line.get("task_id") == task_id
-            for line in _log_lines(shared_stack, "model_a")
+def test_a_trace_id_is_followed_from_the_client_to_the_worker_log(stack: Stack) -> None:
+    stack.start_gateway()
+    # Successes are logged at DEBUG (a line per task costs throughput); failures at INFO.
+    stack.start_worker("model_b", INFERQ_LOG_LEVEL="DEBUG")
+    stack.wait_live("model_b")
+    task_ids = []
+    for pixels in ([0.5] * 64, [0.5] * 63):
+        response = httpx.post(
+            f"{stack.url}/predict/model_b",
+            params={"wait": 10},
+            json={"pixels": pixels},
+            headers={"traceparent": TRACEPARENT},
         )
+        assert response.status_code == 200
+        assert response.headers["traceparent"].split("-")[1] == TRACE_ID
+        task_ids.append(response.json()["task_id"])
 
-    wait_until(logged, 5, "the worker's log line for the traced task")
-    line = next(x for x in _log_lines(shared_stack, "model_a") if x.get("task_id") == task_id)
-    assert line["message"] == "task succeeded" and line["model"] == "model_a"
-    assert {"ts", "level", "logger", "span_id"} <= set(line)
+    def line_of(task_id: str) -> dict[str, object] | None:
+        return next((x for x in _log_lines(stack, "model_b") if x.get("task_id") == task_id), None)
+
+    wait_until(lambda: all(line_of(t) for t in task_ids), 5, "the worker's log lines")
+    succeeded, failed = (line_of(t) for t in task_ids)
+    assert succeeded and failed
+    assert succeeded["trace_id"] == failed["trace_id"] == TRACE_ID
+    assert succeeded["message"] == "task succeeded" and succeeded["level"] == "debug"
+    assert failed["message"].startswith("task failed: ValueError: pixels must hold 64")  # type: ignore[union-attr]
+    assert failed["level"] == "info" and failed["model"] == "model_b"
+    assert {"ts", "logger", "span_id"} <= set(succeeded)
 
 
 def test_gateway_metrics_count_requests_by_model_and_status(shared_stack: Stack) -> None:

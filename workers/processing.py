@@ -64,9 +64,17 @@ class BatchProcessor:
     """Takes a batch of deliveries from the queue to acked, stored outcomes."""
 
     def __init__(
-        self, model: Model, store: TaskStore, worker_id: str, stopping: asyncio.Event
-    ) -> None:  # type: ignore[type-arg]
+        self,
+        model: Model,  # type: ignore[type-arg]
+        store: TaskStore,
+        worker_id: str,
+        stopping: asyncio.Event,
+        ack_multiple: bool,
+    ) -> None:
+        """``ack_multiple``: batches are handled one at a time, so a batch's last delivery
+        can ack all of it in one frame."""
         self.model = model
+        self._ack_multiple = ack_multiple
         self._store = store
         self._worker_id = worker_id
         self._stopping = stopping
@@ -85,11 +93,14 @@ class BatchProcessor:
             stored = await self._store_outcomes(outcomes)
         except RedisError:  # raised only while stopping
             stored = False
+        if stored and self._ack_multiple and deliveries:
+            # One frame acks the whole batch: it holds every delivery not yet settled.
+            await settle(deliveries[-1].message.ack(multiple=True))
         for delivery in deliveries:
-            if stored:
-                await settle(delivery.message.ack())
-            else:  # stopping while Redis is down: give the task back rather than lose it
+            if not stored:  # stopping while Redis is down: give the task back, don't lose it
                 await settle(delivery.message.nack(requeue=True))
+            elif not self._ack_multiple:
+                await settle(delivery.message.ack())
             self._close_span(delivery, outcomes.get(delivery.task_id) if stored else None)
 
     async def _decode(self, messages: list[AbstractIncomingMessage]) -> list[Delivery]:
@@ -123,9 +134,13 @@ class BatchProcessor:
                 trace.StatusCode.ERROR, f"{outcome.error_type}: {outcome.error_message}"
             )
         context = span.get_span_context()
-        logger.info(
-            "task %s",
+        logger.log(
+            logging.DEBUG if outcome and outcome.status is TaskStatus.SUCCEEDED else logging.INFO,
+            "task %s%s",
             status if outcome else "requeued (not stored)",
+            f": {outcome.error_type}: {outcome.error_message}"
+            if outcome and outcome.error_type
+            else "",
             extra={
                 "task_id": delivery.task_id,
                 "model": self.model.name,
@@ -181,7 +196,6 @@ class BatchProcessor:
             return [Outcome(TaskStatus.SUCCEEDED, result=r.SerializeToString()) for r in responses]
         except Exception as error:  # noqa: BLE001 - any error of the model fails its task
             if len(requests) == 1:
-                logger.info("model %s raised %s: %s", self.model.name, type(error).__name__, error)
                 return [_failure(type(error).__name__, error)]
         return [(await self._predict([request]))[0] for request in requests]
 

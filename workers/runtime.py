@@ -87,7 +87,13 @@ class Worker:
     async def start(self) -> None:
         self._redis: Redis = connect_redis(self.settings.redis_url)
         self._store = TaskStore(self._redis, self.names, self.settings.result_ttl_s)
-        self._processor = BatchProcessor(self.model, self._store, self.worker_id, self._stopping)
+        self._processor = BatchProcessor(
+            self.model,
+            self._store,
+            self.worker_id,
+            self._stopping,
+            ack_multiple=self.settings.concurrency == 1,
+        )
         self._registry = Registry(
             self._redis, self.names, self.settings.heartbeat_ttl_s, self.settings.model_record_ttl_s
         )

@@ -35,7 +35,7 @@ class ModelB(Model[models_pb2.ModelBRequest, models_pb2.ModelBResponse]):
     request_type = models_pb2.ModelBRequest
     response_type = models_pb2.ModelBResponse
     max_batch_size = 32
-    max_batch_delay_ms = 1.0
+    max_batch_delay_ms = 0.0  # batch what is already waiting; never delay a request
     weights: Path = WEIGHTS
 
     async def load(self) -> None:
