@@ -41,5 +41,22 @@ models: install
 	$(BIN)/python -m workers.models.train_digits
 	$(BIN)/python -m workers.models.make_big_mlp
 
+# Locust against a running stack (`make up` in another terminal); see load_testing/README.md.
+LOADTEST_HOST ?= http://127.0.0.1:8000
+LOADTEST_USERS ?= 20
+LOADTEST_SPAWN_RATE ?= 10
+LOADTEST_RUN_TIME ?= 30s
+
+loadtest: install
+	mkdir -p load_testing/results
+	$(BIN)/locust -f load_testing/locustfile.py --headless --host $(LOADTEST_HOST) \
+		--users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_SPAWN_RATE) \
+		--run-time $(LOADTEST_RUN_TIME) --stop-timeout 15 --exit-code-on-error 1 \
+		--csv load_testing/results/locust --html load_testing/results/locust.html
+
+# inferq against a plain FastAPI + ONNX Runtime baseline, same machine, one run (load_testing/README.md).
+bench: install services
+	$(BIN)/python -m load_testing.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
