@@ -61,11 +61,14 @@ def run_up(_: argparse.Namespace) -> int:
     if ENSURE_SERVICES.exists():
         subprocess.run(["bash", str(ENSURE_SERVICES)], check=True)
     me = [sys.executable, "-m", "inferq.cli"]
+    # The children write to our pipe, not a terminal: say which format the terminal wants.
+    terminal = sys.stdout.isatty() and "INFERQ_LOG_FORMAT" not in os.environ
+    env = {"INFERQ_LOG_FORMAT": "text"} if terminal else None
     return supervise(
         [
-            Child("gateway", [*me, "gateway"]),
-            Child("model_a", [*me, "worker", "model_a"]),
-            Child("model_b", [*me, "worker", "model_b"]),
+            Child("gateway", [*me, "gateway"], env),
+            Child("model_a", [*me, "worker", "model_a"], env),
+            Child("model_b", [*me, "worker", "model_b"], env),
         ]
     )
 
