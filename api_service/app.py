@@ -40,7 +40,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         registry = Registry(redis, names, settings.heartbeat_ttl_s, settings.model_record_ttl_s)
 
         async def on_broker_connect(connection: AbstractRobustConnection) -> None:
-            await DeadLetterConsumer(await connection.channel(), names, store).start()
+            channel = await connection.channel()
+            dead_letters = DeadLetterConsumer(
+                channel, names, store, publisher, settings.delivery_limit
+            )
+            await dead_letters.start()
 
         publisher = TaskPublisher(settings.amqp_url, settings.publish_timeout_s, on_broker_connect)
         await publisher.start()

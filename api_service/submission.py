@@ -73,9 +73,11 @@ class TaskSubmitter:
                 headers=dict(envelope.trace_context),
             )
         except InferqError as error:
-            # Never accepted: leave no trace, so a retry with the same key tries again.
-            await self._store.delete(task_id)
-            if idempotency_key is not None:
+            # The broker may still get the message after we gave up on its confirm: mark the
+            # task rejected so no worker runs it, unless one already did (then it counts).
+            if not await self._store.reject(task_id):
+                return Submitted(task_id, created=True)
+            if idempotency_key is not None:  # a retry with the same key tries again
                 await self._redis.delete(self._names.idempotency(model, idempotency_key))
             if isinstance(error, QueueFull):
                 raise await self._queue_full(entry) from error

@@ -28,13 +28,20 @@ class TaskStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     EXPIRED = "expired"
+    #: Never accepted (the publish failed, the client got a 503): must not run, reads as 404.
+    REJECTED = "rejected"
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.EXPIRED})
+FINAL_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.EXPIRED, TaskStatus.REJECTED}
+)
+_FINAL_LUA = (
+    "status == 'succeeded' or status == 'failed' or status == 'expired' or status == 'rejected'"
+)
 
 
 def new_task_id() -> str:
@@ -93,10 +100,11 @@ class TaskState:
 
 
 # KEYS[1] task hash. ARGV: worker id, now ms, ttl s.
-# Returns the status before the call; the task is running now unless that was final.
-_MARK_RUNNING = """
+# Returns the status before the call; the task is running now unless that was final. A task
+# with no record (Redis lost its data) runs and gets one.
+_MARK_RUNNING = f"""
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'succeeded' or status == 'failed' or status == 'expired' then
+if {_FINAL_LUA} then
   return status
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker_id', ARGV[1], 'started_at_ms', ARGV[2])
@@ -107,9 +115,9 @@ return status or ''
 
 # KEYS[1] task hash, KEYS[2] done channel. ARGV: task id, ttl s, then field/value pairs.
 # Returns 1 if this call wrote the final state, 0 if the task was already final.
-_FINISH = """
+_FINISH = f"""
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'succeeded' or status == 'failed' or status == 'expired' then
+if {_FINAL_LUA} then
   return 0
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
@@ -119,7 +127,22 @@ return 1
 """
 
 
-_SHA = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_MARK_RUNNING, _FINISH)}
+# KEYS[1] task hash. ARGV: ttl s. Returns 1 if the task was still queued and is now rejected;
+# 0 if a worker already has it (so the broker had it: the task was accepted after all).
+_REJECT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'queued' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'rejected')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+_SHA = {
+    script: hashlib.sha1(script.encode()).hexdigest()
+    for script in (_MARK_RUNNING, _FINISH, _REJECT)
+}
 
 
 @dataclass(frozen=True)
@@ -188,9 +211,13 @@ class TaskStore:
             pipe.expire(key, self._ttl_s)
             await pipe.execute()
 
-    async def delete(self, task_id: str) -> None:
-        """Forget a task that was never accepted (its publish failed)."""
-        await self._redis.delete(self._names.task(task_id))
+    async def reject(self, task_id: str) -> bool:
+        """Marks a task whose publish failed as never accepted, so that a copy that reached
+        the queue anyway is not run. False: a worker already took it (it was accepted)."""
+        [rejected] = await self._run_scripts(
+            [(_REJECT, [self._names.task(task_id)], [self._ttl_s])]
+        )
+        return bool(rejected)
 
     async def get(self, task_id: str) -> TaskState | None:
         fields = await self._redis.hgetall(self._names.task(task_id))  # type: ignore[misc]

@@ -35,8 +35,9 @@ class Registry:
             await pipe.execute()
         await self.beat(heartbeat)
 
-    async def beat(self, heartbeat: WorkerHeartbeat) -> None:
-        """Renew the worker's heartbeat, and keep its model's keys from expiring."""
+    async def beat(self, heartbeat: WorkerHeartbeat) -> bool:
+        """Renew the worker's heartbeat, and keep its model's keys from expiring. False if
+        the model's record is gone (a Redis that came back empty): register again."""
         model = heartbeat.model
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(
@@ -48,7 +49,9 @@ class Registry:
             pipe.expire(self._names.workers(model), self._record_ttl_s)
             pipe.expire(self._names.model(model), self._record_ttl_s)
             pipe.expire(self._names.models, self._record_ttl_s)
-            await pipe.execute()
+            replies = await pipe.execute()
+        record_renewed = replies[3]
+        return bool(record_renewed)
 
     async def deregister(self, model: str, worker_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:

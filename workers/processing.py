@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 from google.protobuf.message import DecodeError
@@ -101,7 +101,7 @@ class BatchProcessor:
                 await settle(delivery.message.nack(requeue=True))
             elif not self._ack_multiple:
                 await settle(delivery.message.ack())
-            self._close_span(delivery, outcomes.get(delivery.task_id) if stored else None)
+            self._close_span(delivery, outcomes.get(delivery.task_id), stored)
 
     async def _decode(self, messages: list[AbstractIncomingMessage]) -> list[Delivery]:
         deliveries = []
@@ -125,9 +125,12 @@ class BatchProcessor:
             deliveries.append(Delivery(message, envelope, span))
         return deliveries
 
-    def _close_span(self, delivery: Delivery, outcome: Outcome | None) -> None:
+    def _close_span(self, delivery: Delivery, outcome: Outcome | None, stored: bool) -> None:
         span = delivery.span
-        status = outcome.status.value if outcome else "requeued"
+        if not stored:
+            outcome, status = None, "requeued (not stored)"
+        else:
+            status = outcome.status.value if outcome else "skipped (already final)"
         span.set_attribute("inferq.status", status)
         if outcome and outcome.error_type:
             span.set_status(
@@ -137,7 +140,7 @@ class BatchProcessor:
         logger.log(
             logging.DEBUG if outcome and outcome.status is TaskStatus.SUCCEEDED else logging.INFO,
             "task %s%s",
-            status if outcome else "requeued (not stored)",
+            status,
             f": {outcome.error_type}: {outcome.error_message}"
             if outcome and outcome.error_type
             else "",
@@ -169,18 +172,23 @@ class BatchProcessor:
         previous = await self._with_redis(
             lambda: self._store.mark_running(task_ids, self._worker_id)
         )
-        to_run = [
-            d for d, status in zip(fresh, previous, strict=True) if not (status and status.is_final)
-        ]
-        requests = []
-        for delivery in to_run:
+        batch: list[tuple[Delivery, Any]] = []
+        alone: list[tuple[Delivery, Any]] = []
+        for delivery, status in zip(fresh, previous, strict=True):
+            if status and status.is_final:
+                continue  # done already (a redelivered copy), or never accepted
             try:
-                requests.append(self.model.request_type.FromString(delivery.envelope.request))
+                request = self.model.request_type.FromString(delivery.envelope.request)
             except DecodeError as error:
-                outcomes[delivery.envelope.task_id] = _failure("InvalidRequest", error)
-        decoded = [d for d in to_run if d.envelope.task_id not in outcomes]
-        for delivery, outcome in zip(decoded, await self._predict(requests), strict=True):
-            outcomes[delivery.envelope.task_id] = outcome
+                outcomes[delivery.task_id] = _failure("InvalidRequest", error)
+                continue
+            # A task that was running when its worker died may be what killed it: run it
+            # alone, so that if it does so again, it alone is blamed (its attempts count).
+            (alone if status is TaskStatus.RUNNING else batch).append((delivery, request))
+        for group in [batch, *([item] for item in alone)]:
+            results = await self._predict([request for _, request in group])
+            for (delivery, _), outcome in zip(group, results, strict=True):
+                outcomes[delivery.task_id] = outcome
         return outcomes
 
     async def _predict(self, requests: list) -> list[Outcome]:  # type: ignore[type-arg]

@@ -204,7 +204,9 @@ class Worker:
             self._rate_per_s += RATE_SMOOTHING * (latest - self._rate_per_s)
             finished_before = finished
             try:
-                await self._registry.beat(self._heartbeat())
+                if not await self._registry.beat(self._heartbeat()):
+                    logger.warning("the registry lost this model's record; registering again")
+                    await self._registry.register(self._record(), self._heartbeat())
             except RedisError as error:
                 logger.warning("heartbeat failed (will retry): %s", error)
             else:

@@ -11,7 +11,7 @@ from api_service.codec import task_view
 from api_service.responses import JSONResponse
 from api_service.state import Gateway, gateway
 from inferq.errors import TaskNotFound
-from inferq.tasks import now_ms
+from inferq.tasks import TaskStatus, now_ms
 
 router = APIRouter()
 
@@ -30,7 +30,7 @@ async def get_task(
         state = await gw.waiter.wait(task_id, min(wait, gw.settings.max_wait_s))
     else:
         state = await gw.store.get(task_id)
-    if state is None:
+    if state is None or state.status is TaskStatus.REJECTED:
         raise TaskNotFound(
             f"no task {task_id!r} (never existed, or its result expired)", task_id=task_id
         )
