@@ -24,7 +24,7 @@ class TaskWaiter:
         self._redis = redis
         self._channel = channel
         self._store = store
-        self._waiting: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, set[asyncio.Event]] = {}  # one event per waiting request
         self._listener: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -39,7 +39,8 @@ class TaskWaiter:
     async def wait(self, task_id: str, timeout_s: float) -> TaskState | None:
         """The task once it is final or ``timeout_s`` passed, whichever is first."""
         deadline = time.monotonic() + timeout_s
-        event = self._waiting.setdefault(task_id, asyncio.Event())
+        event = asyncio.Event()
+        self._waiting.setdefault(task_id, set()).add(event)
         try:
             while True:
                 event.clear()
@@ -50,7 +51,10 @@ class TaskWaiter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(remaining, REREAD_S))
         finally:
-            self._waiting.pop(task_id, None)
+            events = self._waiting.get(task_id, set())
+            events.discard(event)
+            if not events:
+                self._waiting.pop(task_id, None)
 
     async def _listen(self) -> None:
         while True:
@@ -59,8 +63,7 @@ class TaskWaiter:
                     await pubsub.subscribe(self._channel)
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            event = self._waiting.get(message["data"].decode())
-                            if event:
+                            for event in self._waiting.get(message["data"].decode(), ()):
                                 event.set()
             except (RedisError, OSError) as error:
                 logger.warning("task-done subscription lost, resubscribing: %s", error)

@@ -78,19 +78,19 @@ async def predict(
         body = await read_body(request, gw.settings.max_body_bytes)
         content_type = request.headers.get("content-type", "")
         message = decode_request(body, content_type, entry.request_class)
+        trace_context = dict(inject({}))
         submitted = await gw.submitter.submit(
             entry,
             message,
             deadline_s=deadline_s or _header_deadline(request) or gw.settings.default_deadline_s,
             idempotency_key=request.headers.get("idempotency-key"),
-            trace_context=dict(inject({})),
+            trace_context=trace_context,
         )
         span.set_attribute("inferq.task_id", submitted.task_id)
         logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
-        traceparent = inject({}).get("traceparent", "")
     task_id = submitted.task_id
     # The client learns its trace id, to follow the task in the workers' logs.
-    headers = {"Location": f"/tasks/{task_id}", "traceparent": traceparent}
+    headers = {"Location": f"/tasks/{task_id}", "traceparent": trace_context["traceparent"]}
     if wait or not submitted.created:
         state = await gw.waiter.wait(task_id, min(wait, gw.settings.max_wait_s))
         if state is not None and (state.status.is_final or not submitted.created):
