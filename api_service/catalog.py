@@ -32,7 +32,7 @@ class ModelCatalog:
         self._registry = registry
         self._cache_s = cache_s
         self._retry_after_s = retry_after_s
-        self._cache: dict[str, tuple[float, CatalogEntry | None]] = {}
+        self._cache: dict[str, tuple[float, CatalogEntry]] = {}
 
     async def get(self, model: str) -> CatalogEntry | None:
         """The model's entry, or None if no worker ever registered it."""
@@ -42,7 +42,8 @@ class ModelCatalog:
         if cached and cached[0] > time.monotonic():
             return cached[1]
         entry = await self._load(model)
-        self._cache[model] = (time.monotonic() + self._cache_s, entry)
+        if entry is not None:  # unknown names are not kept: any client can invent endless ones
+            self._cache[model] = (time.monotonic() + self._cache_s, entry)
         return entry
 
     async def require_live(self, model: str) -> CatalogEntry:
