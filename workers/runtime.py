@@ -20,6 +20,7 @@ from pathlib import Path
 
 import prometheus_client
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 RATE_SMOOTHING = 0.3
+CONSUME_ATTEMPTS = 5
 
 
 class Worker:
@@ -103,24 +105,15 @@ class Worker:
         self._connection: AbstractRobustConnection = await connect_with_retry(
             self.settings.amqp_url, self.worker_id
         )
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=self.prefetch)
-        self._queue: AbstractQueue = await declare_model_queue(
-            channel,
-            self.names,
-            self.model.name,
-            self._queue_max_length,
-            self.settings.delivery_limit,
-        )
-        await retry_redis(
-            lambda: self._registry.register(self._record(), self._heartbeat()), self._stopping
-        )
-        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         self._runners = [
             asyncio.create_task(self._run_batches(), name=f"runner-{i}")
             for i in range(self.settings.concurrency)
         ]
-        self._consumer_tag = await self._queue.consume(self._inbox.put)
+        await self._consume()
+        await retry_redis(
+            lambda: self._registry.register(self._record(), self._heartbeat()), self._stopping
+        )
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         logger.info(
             "worker %s serving %s v%s from %s (prefetch %d, batch %d)",
             self.worker_id,
@@ -130,6 +123,29 @@ class Worker:
             self.prefetch,
             self.max_batch_size,
         )
+
+    async def _consume(self) -> None:
+        """Declares the model's queue and starts consuming it. Retried: a consume that
+        follows the declaration of a new quorum queue too closely can fail on RabbitMQ 3.10
+        (the queue's process is not up yet), and it closes the channel."""
+        for attempt in range(1, CONSUME_ATTEMPTS + 1):
+            try:
+                channel = await self._connection.channel()
+                await channel.set_qos(prefetch_count=self.prefetch)
+                self._queue: AbstractQueue = await declare_model_queue(
+                    channel,
+                    self.names,
+                    self.model.name,
+                    self._queue_max_length,
+                    self.settings.delivery_limit,
+                )
+                self._consumer_tag = await self._queue.consume(self._inbox.put)
+                return
+            except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
+                if attempt == CONSUME_ATTEMPTS:
+                    raise
+                logger.warning("could not consume %s (%r); retrying", self.model.name, error)
+                await asyncio.sleep(0.5 * attempt)
 
     async def stop(self) -> None:
         logger.info("worker %s stopping", self.worker_id)

@@ -1,0 +1,299 @@
+"""``python -m load_testing.bench [baseline|batching|scaleout|backlog|all] [options]``: issue 4's
+measurements, each on real processes in a namespace of its own, with every answer checked.
+
+- ``baseline`` (the default): inferq against a plain FastAPI + ONNX Runtime app, same load;
+  writes bench.json and bench.png.
+- ``batching``: big_mlp with batch size 1 against batching; batching.json, batching.png.
+- ``scaleout``: the sleep model with 1, 2, 4, 8 workers; scaleout.json, scaleout.png.
+- ``backlog``: gateway and worker memory while 100,000 tasks are queued; backlog.json,
+  backlog.png.
+- ``all``: the four, in this order, with their defaults (and the options given).
+
+Each prints a table and PASS/FAIL against issue 4's targets. Exit status: 1 when an answer was
+wrong or a request failed; with ``--strict``, 2 when a target was missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from load_testing.bench import backlog, batching, report, scaleout
+from load_testing.bench.loadgen import MODES
+from load_testing.bench.runner import BenchConfig, run_bench
+
+COMMANDS = ("baseline", "batching", "scaleout", "backlog", "all")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v]
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m for m in text.split(",") if m]
+    unknown = set(modes) - (set(MODES) - {"baseline"})
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown mode(s) {sorted(unknown)}")
+    return modes
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _common(parser: argparse.ArgumentParser, timed: bool = True) -> None:
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=BenchConfig().out,
+        help="where the JSON, the PNG and logs/ go (default load_testing/results/bench)",
+    )
+    if timed:
+        parser.add_argument("--duration", type=float, help="measured seconds per run (default 10)")
+        parser.add_argument("--warmup", type=float, help="unmeasured seconds before each run")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 when a target fails (by default only wrong answers or errors fail the run)",
+    )
+
+
+def _timing(args: argparse.Namespace, config: Any) -> Any:
+    if getattr(args, "duration", None) is not None:
+        config.duration_s = args.duration
+    if getattr(args, "warmup", None) is not None:
+        config.warmup_s = args.warmup
+    return config
+
+
+def _add_baseline(commands: Any) -> None:
+    defaults = BenchConfig()
+    p = commands.add_parser("baseline", help="inferq against a plain FastAPI app (the default)")
+    _common(p)
+    p.add_argument(
+        "--clients",
+        type=_ints,
+        default=defaults.clients,
+        help="client counts, comma-separated (default 1,32)",
+    )
+    p.add_argument(
+        "--modes",
+        type=_modes,
+        default=defaults.modes,
+        help="inferq modes: wait, poll (long-poll), interval (default wait,poll)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=defaults.workers, help="model_b worker processes (default 1)"
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=defaults.interval_s,
+        help="seconds between GETs in the interval mode (default 0.02)",
+    )
+    p.add_argument(
+        "--baseline-infer",
+        choices=("inline", "thread"),
+        default=defaults.baseline_infer,
+        help="baseline runs ONNX on the event loop or in the thread pool",
+    )
+
+
+def _add_batching(commands: Any) -> None:
+    defaults = batching.BatchingConfig()
+    p = commands.add_parser("batching", help="big_mlp: batch size 1 against batching")
+    _common(p)
+    p.add_argument("--clients", type=int, default=defaults.clients, help="(default 64)")
+    p.add_argument(
+        "--delays",
+        type=_floats,
+        default=defaults.delays_ms,
+        help="batch delays (ms) of the batched runs, comma-separated (default 0,2)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="batch size of the batched runs (default: the model's, 64)"
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=0,
+        help="prefetch of the batched runs (default: the worker's, 2 x batch size)",
+    )
+
+
+def _add_scaleout(commands: Any) -> None:
+    defaults = scaleout.ScaleoutConfig()
+    p = commands.add_parser("scaleout", help="the sleep model with 1, 2, 4, 8 workers")
+    _common(p)
+    p.add_argument(
+        "--workers",
+        type=_ints,
+        default=defaults.workers,
+        help="worker counts, comma-separated (default 1,2,4,8)",
+    )
+    p.add_argument(
+        "--clients-per-worker",
+        type=int,
+        default=defaults.clients_per_worker,
+        help="closed-loop clients per worker (default 4)",
+    )
+    p.add_argument("--sleep-ms", type=int, default=defaults.sleep_ms, help="(default 20)")
+
+
+def _add_backlog(commands: Any) -> None:
+    defaults = backlog.BacklogConfig()
+    p = commands.add_parser("backlog", help="gateway and worker memory with a queued backlog")
+    _common(p, timed=False)
+    _backlog_options(p, defaults)
+    p.add_argument(
+        "--sleep-ms",
+        type=int,
+        default=defaults.sleep_ms,
+        help="what each task keeps the worker busy (default 50)",
+    )
+    p.add_argument(
+        "--senders", type=int, default=defaults.senders, help="concurrent POSTs (default 64)"
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=defaults.settle_s,
+        help="seconds of sampling after the last POST (default 10)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=defaults.time_limit_s,
+        help="longest submission, in seconds (default 600)",
+    )
+
+
+def _backlog_options(p: argparse.ArgumentParser, defaults: backlog.BacklogConfig) -> None:
+    p.add_argument(
+        "--backlog", type=int, default=defaults.backlog, help="tasks to queue (default 100000)"
+    )
+
+
+def _add_all(commands: Any) -> None:
+    p = commands.add_parser("all", help="baseline, batching, scaleout, backlog (defaults)")
+    _common(p)
+    _backlog_options(p, backlog.BacklogConfig())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m load_testing.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_baseline, _add_batching, _add_scaleout, _add_backlog, _add_all):
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "baseline")  # the harness's first and default measurement
+    args = _parser().parse_args(argv)
+    runs: dict[str, list[Callable[[argparse.Namespace], tuple[bool, bool]]]] = {
+        "baseline": [_baseline],
+        "batching": [_batching],
+        "scaleout": [_scaleout],
+        "backlog": [_backlog],
+        "all": [_baseline, _batching, _scaleout, _backlog],
+    }
+    clean, passed = True, True
+    for run in runs[args.command]:
+        ok, met = run(args)
+        clean, passed = clean and ok, passed and met
+        print()
+    if not clean:
+        return 1
+    return 2 if args.strict and not passed else 0
+
+
+def _baseline(args: argparse.Namespace) -> tuple[bool, bool]:
+    defaults = BenchConfig()
+    config = _timing(
+        args,
+        BenchConfig(
+            clients=getattr(args, "clients", defaults.clients),
+            modes=getattr(args, "modes", defaults.modes),
+            workers=getattr(args, "workers", defaults.workers),
+            out=args.out,
+            interval_s=getattr(args, "poll_interval", defaults.interval_s),
+            baseline_infer=getattr(args, "baseline_infer", defaults.baseline_infer),
+        ),
+    )
+    result = run_bench(config, say=say)
+    _show(result, report.format_table(result["rows"]), report.LEGEND)
+    print(report.format_targets(result["targets"]))
+    print(f"\nwrote {config.out / 'bench.json'} and {config.out / 'bench.png'}")
+    return _verdict(result["rows"], result["targets"])
+
+
+def _batching(args: argparse.Namespace) -> tuple[bool, bool]:
+    config = _timing(args, batching.BatchingConfig(out=args.out))
+    if args.command == "batching":
+        config.clients, config.delays_ms = args.clients, args.delays
+        config.batch_size, config.prefetch = args.batch_size, args.prefetch
+    result = batching.run_batching(config, say=say)
+    _show(result, batching.format_table(result["rows"]), batching.LEGEND)
+    print(batching.format_targets(result["targets"]))
+    print(f"\nwrote {config.out / 'batching.json'} and {config.out / 'batching.png'}")
+    return _verdict(result["rows"], result["targets"])
+
+
+def _scaleout(args: argparse.Namespace) -> tuple[bool, bool]:
+    config = _timing(args, scaleout.ScaleoutConfig(out=args.out))
+    if args.command == "scaleout":
+        config.workers, config.sleep_ms = args.workers, args.sleep_ms
+        config.clients_per_worker = args.clients_per_worker
+    result = scaleout.run_scaleout(config, say=say)
+    _show(result, scaleout.format_table(result["rows"]), scaleout.LEGEND)
+    print(scaleout.format_targets(result["targets"]))
+    print(f"\nwrote {config.out / 'scaleout.json'} and {config.out / 'scaleout.png'}")
+    return _verdict(result["rows"], result["targets"])
+
+
+def _backlog(args: argparse.Namespace) -> tuple[bool, bool]:
+    config = backlog.BacklogConfig(out=args.out, backlog=args.backlog)
+    if args.command == "backlog":
+        config.sleep_ms, config.senders = args.sleep_ms, args.senders
+        config.settle_s, config.time_limit_s = args.settle, args.time_limit
+    result = backlog.run_backlog(config, say=say)
+    print()
+    print(backlog.format_report(result))
+    print(backlog.LEGEND)
+    print()
+    print(backlog.format_targets(result["targets"]))
+    print(f"\nwrote {config.out / 'backlog.json'} and {config.out / 'backlog.png'}")
+    errors = any(check["errors"] for check in result["targets"])
+    return not errors, all(check["passed"] for check in result["targets"])
+
+
+def _show(result: dict[str, Any], table: str, legend: str) -> None:
+    print()
+    print(table)
+    print(legend)
+    if note := report.disturbance_note(result["rows"]):
+        print(note)
+    print()
+
+
+def _verdict(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> tuple[bool, bool]:
+    """(no errors, every target met)."""
+    return not any(row["errors"] for row in rows), all(check["passed"] for check in checks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
