@@ -22,6 +22,7 @@ from inferq.errors import InferqError
 from inferq.names import Names
 from inferq.tasks import Outcome, TaskStatus, TaskStore, now_ms
 from inferq.topology import declare_dead_letters
+from inferq.tracing import trace_id_in
 from proto.task_pb2 import TaskEnvelope
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,11 @@ class DeadLetterConsumer:
             return
         headers = message.headers or {}
         reason = str(headers.get("x-first-death-reason", "rejected"))
-        log = {"task_id": envelope.task_id, "model": envelope.model}
+        log = {
+            "task_id": envelope.task_id,
+            "model": envelope.model,
+            "trace_id": trace_id_in(envelope.trace_context),
+        }
         try:
             state = await self._store.get(envelope.task_id)
             attempts = state.attempts if state else 0

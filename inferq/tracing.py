@@ -57,5 +57,7 @@ def inject(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
     return carrier
 
 
-def trace_id_of(span: trace.Span) -> str:
-    return format(span.get_span_context().trace_id, "032x")
+def trace_id_in(carrier: Mapping[str, str]) -> str | None:
+    """The trace id a carrier's ``traceparent`` names, for log lines outside any span."""
+    context = trace.get_current_span(extract(carrier)).get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
