@@ -23,17 +23,8 @@ EOF2
     exit 1
 }
 
-can_be_root() {
-    [[ $(id -u) == 0 ]] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }
-}
-
-as_root() {
-    if [[ $(id -u) == 0 ]]; then
-        "$@"
-    else
-        sudo -n "$@"
-    fi
-}
+# can_be_root, as_root
+source "$(dirname "${BASH_SOURCE[0]}")/lib/root.sh"
 
 if command -v chromium >/dev/null 2>&1; then
     say "chromium is installed ($(command -v chromium)); nothing to do"

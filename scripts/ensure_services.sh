@@ -159,19 +159,8 @@ wait_for() {
     done
 }
 
-# Root privileges, for apt-get and for Debian's rabbitmq-server: we are root, or have
-# passwordless sudo. We never prompt for a password: make runs us, maybe unattended.
-can_be_root() {
-    [[ $(id -u) == 0 ]] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }
-}
-
-as_root() {
-    if [[ $(id -u) == 0 ]]; then
-        "$@"
-    else
-        sudo -n "$@"
-    fi
-}
+# can_be_root, as_root
+source "$(dirname "${BASH_SOURCE[0]}")/lib/root.sh"
 
 can_install() {
     [[ -z "${INFERQ_NO_INSTALL:-}" ]] && command -v apt-get >/dev/null 2>&1 && can_be_root
