@@ -3,6 +3,7 @@ their last worker dies or drains."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 import time
 
@@ -67,3 +68,26 @@ def test_sigterm_drains_and_leaves_the_registry_at_once(stack: Stack) -> None:
     time.sleep(0.3)
     model = httpx.get(f"{stack.url}/models/sleep").json()
     assert model["live_workers"] == 0
+
+
+def test_sigterm_lets_the_gateway_answer_its_in_flight_requests(stack: Stack) -> None:
+    stack.start_gateway()
+    stack.start_worker("sleep")
+    stack.wait_live("sleep")
+    gateway = stack.processes[0]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(
+            httpx.post,
+            f"{stack.url}/predict/sleep",
+            params={"wait": 10},
+            json={"ms": 1000},
+            timeout=15,
+        )
+        time.sleep(0.3)  # the request is in, waiting for its result
+        gateway.send_signal(signal.SIGTERM)
+        response = held.result()
+    assert response.status_code == 200
+    assert response.json()["result"] == {"slept_ms": 1000}
+    # uvicorn re-raises SIGTERM once it has shut down gracefully, so it "dies" by it.
+    assert gateway.wait(15) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in stack.logs()
