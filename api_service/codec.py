@@ -9,7 +9,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from inferq.errors import InvalidRequest, UnsupportedMediaType
-from inferq.tasks import TaskState, TaskStatus
+from inferq.tasks import DEADLINE_EXCEEDED, TaskState, TaskStatus
 
 JSON_TYPES = frozenset({"application/json", ""})
 PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
@@ -84,7 +84,7 @@ def task_view(state: TaskState, response_class: type[Message] | None, at_ms: int
         view["error"] = {"type": state.error_type, "message": state.error_message}
     elif status is TaskStatus.EXPIRED:
         view["error"] = {
-            "type": "DeadlineExceeded",
-            "message": "the task's deadline passed before a worker could run it",
+            "type": DEADLINE_EXCEEDED.error_type,
+            "message": DEADLINE_EXCEEDED.error_message,
         }
     return view

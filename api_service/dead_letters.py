@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from api_service.broker import TaskPublisher
 from inferq.errors import InferqError
 from inferq.names import Names
-from inferq.tasks import Outcome, TaskStatus, TaskStore, now_ms
+from inferq.tasks import DEADLINE_EXCEEDED, Outcome, TaskStatus, TaskStore, now_ms
 from inferq.topology import declare_dead_letters
 from inferq.tracing import trace_id_in
 from proto.task_pb2 import TaskEnvelope
@@ -33,11 +33,7 @@ MAX_REPUBLISH = 3
 
 def outcome_for(reason: str, attempts: int) -> Outcome:
     if reason == "expired":
-        return Outcome(
-            TaskStatus.EXPIRED,
-            error_type="DeadlineExceeded",
-            error_message="the task's deadline passed before a worker could run it",
-        )
+        return DEADLINE_EXCEEDED
     if reason == "delivery_limit":
         return Outcome(
             TaskStatus.FAILED,

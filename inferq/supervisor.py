@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 GRACE_S = 30.0
 
@@ -69,14 +71,21 @@ def supervise(children: list[Child]) -> int:
 
 
 def _stop_all(processes: dict[str, subprocess.Popen[str]]) -> int:
-    for process in processes.values():
+    stop_processes(processes.values())
+    return 0
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[Any]], grace_s: float = GRACE_S) -> None:
+    """SIGTERM every process still running, give them ``grace_s`` together to exit (workers
+    drain), then SIGKILL the rest."""
+    processes = list(processes)
+    for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_S
-    for process in processes.values():
+    deadline = time.monotonic() + grace_s
+    for process in processes:
         try:
             process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return 0

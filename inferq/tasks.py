@@ -170,6 +170,14 @@ class Outcome:
         return pairs
 
 
+#: What a task that reached its deadline before running ends with (worker, dead letters, view).
+DEADLINE_EXCEEDED = Outcome(
+    TaskStatus.EXPIRED,
+    error_type="DeadlineExceeded",
+    error_message="the task's deadline passed before a worker could run it",
+)
+
+
 class TaskStore:
     """Reads and moves task records. Every key it writes gets the result TTL."""
 

@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from inferq.admin import drop_namespace
 from inferq.names import Names
 from inferq.settings import CommonSettings
+from inferq.supervisor import stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = frozenset({"succeeded", "failed", "expired"})
@@ -109,15 +110,7 @@ class Processes:
         self.workers.remove(victim)
 
     def stop(self) -> None:
-        for process in self.all:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.all:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.all, grace_s=20)
 
 
 class Run:

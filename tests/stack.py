@@ -4,7 +4,6 @@ own namespace so runs sharing one broker and one Redis never meet."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+from inferq.supervisor import stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,15 +78,7 @@ class Stack:
         )
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes, grace_s=15)
 
 
 def _get(url: str) -> int:

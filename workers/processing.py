@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
-from inferq.tasks import Outcome, TaskStatus, TaskStore, now_ms
+from inferq.tasks import DEADLINE_EXCEEDED, Outcome, TaskStatus, TaskStore, now_ms
 from inferq.tracing import extract
 from proto.task_pb2 import TaskEnvelope
 from workers import metrics
@@ -161,11 +161,7 @@ class BatchProcessor:
         for delivery in deliveries:
             deadline = delivery.envelope.deadline_ms
             if deadline and now > deadline:
-                outcomes[delivery.envelope.task_id] = Outcome(
-                    TaskStatus.EXPIRED,
-                    error_type="DeadlineExceeded",
-                    error_message="the task's deadline passed before a worker could run it",
-                )
+                outcomes[delivery.envelope.task_id] = DEADLINE_EXCEEDED
             else:
                 fresh.append(delivery)
         task_ids = [d.task_id for d in fresh]

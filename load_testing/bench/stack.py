@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any, Self
 
 from inferq.admin import drop_namespace
 from inferq.settings import CommonSettings
+from inferq.supervisor import stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
@@ -84,15 +84,7 @@ class Servers:
         raise NotImplementedError
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes.values(), grace_s=STOP_TIMEOUT_S)
 
     def __enter__(self) -> Self:
         try:
