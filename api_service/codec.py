@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import functools
+import math
+from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from inferq.errors import InvalidRequest, UnsupportedMediaType
@@ -32,6 +37,9 @@ def decode_request(body: bytes, content_type: str, message_class: type[Message])
             f"unsupported Content-Type {media_type!r}; send application/json or "
             "application/x-protobuf"
         )
+    fast = _construct_plain(body, message_class)
+    if fast is not None:
+        return fast
     try:
         json_format.Parse(body, message)
     except (json_format.ParseError, UnicodeDecodeError, RecursionError, ValueError) as error:
@@ -39,6 +47,59 @@ def decode_request(body: bytes, content_type: str, message_class: type[Message])
             f"body does not match {message.DESCRIPTOR.full_name}: {error}",
             fields=[field.name for field in message.DESCRIPTOR.fields],
         ) from None
+    return message
+
+
+_PLAIN_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_DOUBLE,
+        FieldDescriptor.TYPE_FLOAT,
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+        FieldDescriptor.TYPE_BOOL,
+        FieldDescriptor.TYPE_STRING,
+    }
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_fields(descriptor: Descriptor) -> tuple[str, ...] | None:
+    """The float fields of a message made only of numbers, bools and strings (repeated or
+    not); None for any other message (bytes, enums, nested messages, maps)."""
+    if any(field.type not in _PLAIN_TYPES for field in descriptor.fields):
+        return None
+    return tuple(f.name for f in descriptor.fields if f.type == FieldDescriptor.TYPE_FLOAT)
+
+
+def _construct_plain(body: bytes, message_class: type[Message]) -> Message | None:
+    """The fast path for plain messages (json_format.Parse costs ~50x more): build the
+    message from the parsed dict with the protobuf constructor, which type-checks every
+    value. For these field types it accepts exactly what the proto3 JSON mapping accepts,
+    except floats beyond float32's range (it stores inf) and the mapping's extra spellings
+    (camelCase names, numbers as strings, "NaN"): for those, None, and the caller takes
+    json_format's path, which also words the error."""
+    floats = _plain_fields(message_class.DESCRIPTOR)
+    if floats is None:
+        return None
+    try:
+        fields = orjson.loads(body)
+        message = message_class(**fields) if isinstance(fields, dict) else None
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
+    if message is None:
+        return None
+    for name in floats:
+        value = getattr(message, name)
+        if not all(map(math.isfinite, value if isinstance(value, Iterable) else (value,))):
+            return None
     return message
 
 
