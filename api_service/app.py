@@ -10,10 +10,12 @@ from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 
 from api_service import metrics
+from api_service.batcher import PublishBatcher
 from api_service.broker import TaskPublisher
 from api_service.catalog import ModelCatalog
 from api_service.dead_letters import DeadLetterConsumer
 from api_service.errors import install_error_handlers
+from api_service.fast_predict import FastPredict
 from api_service.metrics import MetricsMiddleware
 from api_service.responses import JSONResponse
 from api_service.routes import dashboard, health, models, predict, tasks
@@ -29,8 +31,12 @@ from model_registry.registry import Registry
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    settings = settings or GatewaySettings()
+def create_app(settings: GatewaySettings | None = None) -> FastPredict:
+    """The gateway's ASGI app: the predictions' fast path in front of the FastAPI app."""
+    return FastPredict(create_fastapi_app(settings or GatewaySettings()))
+
+
+def create_fastapi_app(settings: GatewaySettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +57,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         waiter = TaskWaiter(redis, names.task_done_channel, store)
         waiter.start()
         catalog = ModelCatalog(registry, settings.registry_cache_s, settings.heartbeat_ttl_s)
-        submitter = TaskSubmitter(redis, names, store, publisher, settings.result_ttl_s)
+        batcher = PublishBatcher(
+            store, publisher, settings.max_tasks_per_message, settings.publishes_in_flight
+        )
+        submitter = TaskSubmitter(redis, names, store, publisher, batcher, settings.result_ttl_s)
         app.state.gateway = Gateway(
             settings, names, redis, store, catalog, publisher, waiter, submitter
         )

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +17,12 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 from api_service.metrics import PUBLISH_SECONDS
 from inferq.amqp import connect_with_retry
 from inferq.errors import BrokerUnavailable, QueueFull
+from inferq.tasks import now_ms
+from proto.task_pb2 import TaskBatch, TaskEnvelope
 
 logger = logging.getLogger(__name__)
+
+TASK_BATCH_CONTENT_TYPE = "application/x-protobuf; proto=inferq.TaskBatch"
 
 
 @dataclass(frozen=True)
@@ -68,17 +72,21 @@ class TaskPublisher:
             await self.connection.close()
 
     async def publish(
-        self, queue: str, body: bytes, task_id: str, ttl_ms: int, headers: dict[str, Any]
+        self, queue: str, tasks: Sequence[TaskEnvelope], headers: dict[str, Any] | None = None
     ) -> None:
+        """One persistent message holding ``tasks`` (a `TaskBatch`); returns once the broker
+        confirmed it."""
         if self._channel is None or self._channel.is_closed:
             raise BrokerUnavailable("the message broker is unavailable", retry_after_s=2)
+        # The broker dead-letters a message still queued at the last of its tasks' deadlines
+        # (-> expired); a worker skips any task of it that is past its own.
+        ttl_ms = max(task.deadline_ms for task in tasks) - now_ms() if tasks else 0
         message = aio_pika.Message(
-            body,
+            TaskBatch(tasks=tasks).SerializeToString(),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=task_id,
-            content_type="application/x-protobuf",
-            headers=headers,  # the W3C trace context, for tools that read AMQP headers
-            # The broker dead-letters a task still queued at its deadline (-> expired).
+            message_id=tasks[0].task_id if tasks else None,
+            content_type=TASK_BATCH_CONTENT_TYPE,
+            headers=headers,
             expiration=max(ttl_ms, 1) / 1000,
         )
         started = time.perf_counter()

@@ -19,15 +19,21 @@ from redis.exceptions import RedisError
 
 from api_service.broker import TaskPublisher
 from inferq.errors import InferqError
-from inferq.names import Names
-from inferq.tasks import DEADLINE_EXCEEDED, Outcome, TaskStatus, TaskStore, now_ms
+from inferq.names import REPUBLISHED_HEADER, Names
+from inferq.tasks import (
+    DEADLINE_EXCEEDED,
+    Outcome,
+    TaskStatus,
+    TaskStore,
+    delivery_limit_exceeded,
+    now_ms,
+)
 from inferq.topology import declare_dead_letters
 from inferq.tracing import trace_id_in
-from proto.task_pb2 import TaskEnvelope
+from proto.task_pb2 import TaskBatch, TaskEnvelope
 
 logger = logging.getLogger(__name__)
 
-REPUBLISHED_HEADER = "x-inferq-republished"
 MAX_REPUBLISH = 3
 
 
@@ -35,12 +41,7 @@ def outcome_for(reason: str, attempts: int) -> Outcome:
     if reason == "expired":
         return DEADLINE_EXCEEDED
     if reason == "delivery_limit":
-        return Outcome(
-            TaskStatus.FAILED,
-            error_type="DeliveryLimitExceeded",
-            error_message=f"the task was started {attempts} times and its worker died each "
-            "time; its input may be crashing the worker",
-        )
+        return delivery_limit_exceeded(attempts)
     return Outcome(
         TaskStatus.FAILED, error_type="Rejected", error_message=f"dead-lettered: {reason}"
     )
@@ -67,49 +68,51 @@ class DeadLetterConsumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            envelope = TaskEnvelope.FromString(message.body)
+            tasks = list(TaskBatch.FromString(message.body).tasks)
         except DecodeError:
-            logger.error("dropping a dead letter that is not a task envelope")
+            tasks = []
+        if not tasks:
+            logger.error("dropping a dead letter that is not a task batch")
             await message.ack()
             return
         headers = message.headers or {}
         reason = str(headers.get("x-first-death-reason", "rejected"))
-        log = {
-            "task_id": envelope.task_id,
-            "model": envelope.model,
-            "trace_id": trace_id_in(envelope.trace_context),
-        }
+        republished = int(str(headers.get(REPUBLISHED_HEADER, 0)))
         try:
-            state = await self._store.get(envelope.task_id)
-            attempts = state.attempts if state else 0
-            if reason == "delivery_limit" and await self._republished(envelope, message, attempts):
-                logger.info("task republished (its worker died for another task)", extra=log)
-            else:
-                await self._store.finish(
-                    {envelope.task_id: outcome_for(reason, attempts)}, worker_id=""
+            states = [await self._store.get(task.task_id) for task in tasks]
+            outcomes, again = {}, []
+            for task, state in zip(tasks, states, strict=True):
+                attempts = state.attempts if state else 0
+                if reason == "delivery_limit" and self._may_republish(task, attempts, republished):
+                    again.append(task)
+                else:
+                    outcomes[task.task_id] = outcome_for(reason, attempts)
+            if again:
+                await self._publisher.publish(
+                    self._names.model_queue(again[0].model),
+                    again,
+                    headers={REPUBLISHED_HEADER: republished + 1},
                 )
-                logger.info("task dead-lettered (%s)", reason, extra=log)
+            await self._store.finish(outcomes, worker_id="")
         except (RedisError, InferqError) as error:
-            logger.warning("could not handle a dead letter, retrying: %s", error, extra=log)
+            logger.warning("could not handle a dead letter, retrying: %s", error)
             await asyncio.sleep(1)
             await message.nack(requeue=True)
             return
         await message.ack()
+        for task in tasks:
+            log = {
+                "task_id": task.task_id,
+                "model": task.model,
+                "trace_id": trace_id_in(task.trace_context),
+            }
+            if task.task_id in outcomes:
+                logger.info("task dead-lettered (%s)", reason, extra=log)
+            else:
+                logger.info("task republished (its worker died for another task)", extra=log)
 
-    async def _republished(
-        self, envelope: TaskEnvelope, message: AbstractIncomingMessage, attempts: int
-    ) -> bool:
-        """Publishes the task to its queue again if it was not itself started up to the
-        limit; a few times at most, so nothing loops forever."""
-        republished = int(str((message.headers or {}).get(REPUBLISHED_HEADER, 0)))
-        ttl_ms = envelope.deadline_ms - now_ms() if envelope.deadline_ms else 1 << 31
-        if attempts >= self._delivery_limit or republished >= MAX_REPUBLISH or ttl_ms <= 0:
-            return False
-        await self._publisher.publish(
-            self._names.model_queue(envelope.model),
-            message.body,
-            envelope.task_id,
-            ttl_ms,
-            headers={**envelope.trace_context, REPUBLISHED_HEADER: republished + 1},
-        )
-        return True
+    def _may_republish(self, task: TaskEnvelope, attempts: int, republished: int) -> bool:
+        """Whether to publish the task to its queue again: yes if it was not itself started
+        up to the limit; a few times at most, so nothing loops forever."""
+        in_time = not task.deadline_ms or task.deadline_ms > now_ms()
+        return attempts < self._delivery_limit and republished < MAX_REPUBLISH and in_time

@@ -1,5 +1,5 @@
-"""Turns every error into the JSON error shape with its status: one handler for inferq's own
-errors, one for FastAPI's request validation, and a last one so nothing leaks a traceback."""
+"""Turns every error into the JSON error shape with its status: inferq's own errors, Redis
+failures, FastAPI's request validation, and a last one so nothing leaks a traceback."""
 
 from __future__ import annotations
 
@@ -16,15 +16,25 @@ from inferq.errors import InferqError, StoreUnavailable
 logger = logging.getLogger(__name__)
 
 
+def error_response(error: Exception, method: str, path: str) -> JSONResponse:
+    """The answer to an error raised while serving ``method path``: inferq's own errors with
+    their status, Redis failures as 503, anything else as a logged 500."""
+    if isinstance(error, RedisError):
+        logger.warning("Redis failed on %s %s: %r", method, path, error)
+        error = StoreUnavailable("the task store is unavailable", 2)
+    if isinstance(error, InferqError):
+        return JSONResponse(error.to_json(), status_code=error.status_code, headers=error.headers)
+    logger.error("unhandled error on %s %s", method, path, exc_info=error)
+    body = {"error": {"type": "InternalError", "message": "internal error; see gateway log"}}
+    return JSONResponse(body, status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InferqError)
-    async def inferq_error(_: Request, error: InferqError) -> JSONResponse:
-        return JSONResponse(error.to_json(), status_code=error.status_code, headers=error.headers)
-
     @app.exception_handler(RedisError)
-    async def redis_error(request: Request, error: RedisError) -> JSONResponse:
-        logger.warning("Redis failed on %s %s: %r", request.method, request.url.path, error)
-        return await inferq_error(request, StoreUnavailable("the task store is unavailable", 2))
+    @app.exception_handler(Exception)
+    async def known_error(request: Request, error: Exception) -> JSONResponse:
+        return error_response(error, request.method, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -36,9 +46,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
         body = {"error": {"type": "HTTPError", "message": str(error.detail)}}
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = {"error": {"type": "InternalError", "message": "internal error; see gateway log"}}
-        return JSONResponse(body, status_code=500)

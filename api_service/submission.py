@@ -1,5 +1,6 @@
-"""Submitting a task: record it as queued, publish it with a confirm, and honour
-Idempotency-Key, so a client that retries a POST gets the task it already created."""
+"""Submitting a task: record it as queued, publish it with a confirm (both through the
+`PublishBatcher`), and honour Idempotency-Key, so a client that retries a POST gets the task
+it already created."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 from redis.asyncio import Redis
 
+from api_service.batcher import PublishBatcher
 from api_service.broker import TaskPublisher
 from api_service.catalog import CatalogEntry
 from inferq.errors import InferqError, InvalidRequest, QueueFull
@@ -29,12 +31,19 @@ class Submitted:
 
 class TaskSubmitter:
     def __init__(
-        self, redis: Redis, names: Names, store: TaskStore, publisher: TaskPublisher, ttl_s: int
+        self,
+        redis: Redis,
+        names: Names,
+        store: TaskStore,
+        publisher: TaskPublisher,
+        batcher: PublishBatcher,
+        ttl_s: int,
     ) -> None:
         self._redis = redis
         self._names = names
         self._store = store
         self._publisher = publisher
+        self._batcher = batcher
         self._ttl_s = ttl_s
 
     async def submit(
@@ -44,10 +53,12 @@ class TaskSubmitter:
         deadline_s: float,
         idempotency_key: str | None = None,
         trace_context: dict[str, str] | None = None,
+        task_id: str | None = None,
     ) -> Submitted:
+        """Records and publishes a new task (its id ``task_id``, or a new one)."""
         model = entry.record.name
         request = message.SerializeToString(deterministic=True)
-        task_id = new_task_id()
+        task_id = task_id or new_task_id()
         if idempotency_key is not None:
             earlier = await self._claim(idempotency_key, model, request, task_id)
             if earlier is not None:
@@ -62,16 +73,8 @@ class TaskSubmitter:
             deadline_ms=created_at_ms + ttl_ms,
             trace_context=trace_context or {},
         )
-        # Recorded before publishing: a worker may finish the task before publish returns.
-        await self._store.create(task_id, model, created_at_ms, envelope.deadline_ms)
         try:
-            await self._publisher.publish(
-                entry.record.queue,
-                envelope.SerializeToString(),
-                task_id,
-                ttl_ms,
-                headers=dict(envelope.trace_context),
-            )
+            await self._batcher.submit(entry.record.queue, envelope)
         except InferqError as error:
             # The broker may still get the message after we gave up on its confirm: mark the
             # task rejected so no worker runs it, unless one already did (then it counts).

@@ -1,6 +1,7 @@
-"""Long-polling without polling: requests waiting on a task are woken by the task-done
-pub/sub channel. The task hash stays the source of truth; a missed notification (say, during a
-Redis reconnect) costs at most one re-read interval."""
+"""Long-polling without polling: a request waiting on a task is answered by the task-done
+pub/sub message, which carries the task's final state (see `inferq.tasks`). The task hash
+stays the source of truth; a missed message (say, during a Redis reconnect) costs at most one
+re-read interval."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from inferq.tasks import TaskState, TaskStore
+from inferq.tasks import TaskState, TaskStore, read_notice
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +26,8 @@ class TaskWaiter:
         self._redis = redis
         self._channel = channel
         self._store = store
-        self._waiting: dict[str, set[asyncio.Event]] = {}  # one event per waiting request
+        # One future per waiting request, answered with the task's final state.
+        self._waiting: dict[str, list[asyncio.Future[TaskState]]] = {}
         self._listener: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -36,25 +39,51 @@ class TaskWaiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
 
+    @contextlib.contextmanager
+    def watching(self, task_id: str) -> Iterator[asyncio.Future[TaskState]]:
+        """A future the task's final state is set on, from now until the block ends. Enter
+        it before the task can finish (before publishing it) and no message is missed."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(task_id, []).append(future)
+        try:
+            yield future
+        finally:
+            futures = self._waiting.get(task_id)
+            if futures is not None:
+                with contextlib.suppress(ValueError):
+                    futures.remove(future)
+                if not futures:
+                    del self._waiting[task_id]
+
     async def wait(self, task_id: str, timeout_s: float) -> TaskState | None:
         """The task once it is final or ``timeout_s`` passed, whichever is first."""
+        with self.watching(task_id) as future:
+            return await self.wait_watched(task_id, future, timeout_s)
+
+    async def wait_watched(
+        self,
+        task_id: str,
+        future: asyncio.Future[TaskState],
+        timeout_s: float,
+        pending: bool = False,
+    ) -> TaskState | None:
+        """As `wait`, for a task watched since before it could finish. ``pending``: the
+        caller knows it is not final (it just created it), which saves a read; then None
+        can also mean "still pending when ``timeout_s`` passed"."""
         deadline = time.monotonic() + timeout_s
-        event = asyncio.Event()
-        self._waiting.setdefault(task_id, set()).add(event)
-        try:
-            while True:
-                event.clear()
+        state = None
+        while True:
+            if not pending:
                 state = await self._store.get(task_id)
-                remaining = deadline - time.monotonic()
-                if state is None or state.status.is_final or remaining <= 0:
+                if state is None or state.status.is_final:
                     return state
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(remaining, REREAD_S))
-        finally:
-            events = self._waiting.get(task_id, set())
-            events.discard(event)
-            if not events:
-                self._waiting.pop(task_id, None)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return state
+            await asyncio.wait((future,), timeout=min(remaining, REREAD_S))
+            if future.done():
+                return future.result()
+            pending = False  # no message yet: read the hash again, it may have been missed
 
     async def _listen(self) -> None:
         while True:
@@ -62,9 +91,19 @@ class TaskWaiter:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            for event in self._waiting.get(message["data"].decode(), ()):
-                                event.set()
+                        if message["type"] == "message" and self._waiting:
+                            self._answer(message["data"])
             except (RedisError, OSError) as error:
                 logger.warning("task-done subscription lost, resubscribing: %s", error)
                 await asyncio.sleep(0.5)
+
+    def _answer(self, data: bytes) -> None:
+        try:
+            states = read_notice(data)
+        except (ValueError, TypeError) as error:  # msgpack's errors are ValueErrors
+            logger.warning("ignoring a task-done message that does not parse: %s", error)
+            return
+        for state in states:
+            for future in self._waiting.get(state.task_id, ()):
+                if not future.done():
+                    future.set_result(state)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: AMQP header of a message the dead-letter consumer published again: how many times so far.
+REPUBLISHED_HEADER = "x-inferq-republished"
+
 
 @dataclass(frozen=True)
 class Names:
@@ -17,7 +20,7 @@ class Names:
 
     # --- RabbitMQ -------------------------------------------------------------------------
     def model_queue(self, model: str) -> str:
-        """The durable quorum queue a model's workers consume."""
+        """The durable queue a model's workers consume."""
         return f"{self.namespace}.model.{model}"
 
     @property

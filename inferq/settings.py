@@ -6,10 +6,13 @@ code that needs them, never read from a global.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+QueueType = Literal["classic", "quorum"]
 
 
 class CommonSettings(BaseSettings):
@@ -42,7 +45,13 @@ class CommonSettings(BaseSettings):
         10_000, gt=0, description="Default queue length limit per model; beyond it: 429."
     )
     delivery_limit: int = Field(
-        5, ge=1, description="Deliveries of one task before it is dead-lettered as failed."
+        5, ge=1, description="Starts of one task that crashed its worker before it is failed."
+    )
+    queue_type: QueueType = Field(
+        "classic",
+        description="Model queues: durable classic (fastest: a task reaches a worker without "
+        "waiting for the disk) or quorum (replicated, for a broker cluster). An existing "
+        "queue keeps its type: delete it to change it.",
     )
 
     @property
@@ -68,6 +77,15 @@ class GatewaySettings(CommonSettings):
     )
     publish_timeout_s: float = Field(
         5.0, gt=0, description="Longest wait for the broker to confirm a publish; then 503."
+    )
+    max_tasks_per_message: int = Field(
+        32,
+        ge=1,
+        description="Most tasks packed into one queue message (those that arrive while the "
+        "previous publish to the queue awaits its confirm).",
+    )
+    publishes_in_flight: int = Field(
+        1, ge=1, description="Publishes to one queue awaiting their confirm at the same time."
     )
 
 

@@ -1,7 +1,8 @@
 """The task store: each task's state and result, kept in one Redis hash per task.
 
-The gateway creates the record (``queued``) before it publishes; the worker moves it to
-``running`` and then to a final state. The moves are Lua scripts, so they are atomic: a
+The gateway creates the record (``queued``) as it publishes; the worker moves it to
+``running`` and then to a final state (or straight to a final state, see
+`workers.base.Model.mark_running`). The moves are Lua scripts, so they are atomic: a
 final state is written once, whoever comes second (a redelivered copy, the dead-letter
 consumer) finds it final and leaves it. Writing a final state also announces the task id on
 a pub/sub channel, which wakes long-polling requests; the hash stays the source of truth.
@@ -16,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from inferq.names import Names
+from proto.task_pb2 import TaskEnvelope
 
 
 class TaskStatus(enum.StrEnum):
@@ -99,12 +102,12 @@ class TaskState:
         return self.deadline_ms > 0 and at_ms > self.deadline_ms
 
 
-# KEYS[1] task hash. ARGV: worker id, now ms, ttl s.
-# Returns the status before the call; the task is running now unless that was final. A task
-# with no record (Redis lost its data) runs and gets one.
+# KEYS[1] task hash. ARGV: worker id, now ms, ttl s, "1" to leave a running task alone.
+# Returns the status before the call; the task is running now unless that was final (or it
+# was running and left alone). A task with no record (Redis lost its data) runs and gets one.
 _MARK_RUNNING = f"""
 local status = redis.call('HGET', KEYS[1], 'status')
-if {_FINAL_LUA} then
+if {_FINAL_LUA} or (status == 'running' and ARGV[4] == '1') then
   return status
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker_id', ARGV[1], 'started_at_ms', ARGV[2])
@@ -113,17 +116,31 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return status or ''
 """
 
-# KEYS[1] task hash, KEYS[2] done channel. ARGV: task id, ttl s, then field/value pairs.
-# Returns 1 if this call wrote the final state, 0 if the task was already final.
+# KEYS[1] done channel, then one task hash per task. ARGV[1] ttl s, then per task: its id,
+# the number n of field/value arguments, the n arguments.
+# Writes each task's final state unless it is final already, and announces the tasks it
+# wrote in one message: msgpack [id, [field, value, ...], id, ...], each task's whole hash.
+# Returns a 1 (written) or 0 (already final) per task.
 _FINISH = f"""
-local status = redis.call('HGET', KEYS[1], 'status')
-if {_FINAL_LUA} then
-  return 0
+local written, notice, at = {{}}, {{}}, 2
+for i = 2, #KEYS do
+  local n = tonumber(ARGV[at + 1])
+  local status = redis.call('HGET', KEYS[i], 'status')
+  if {_FINAL_LUA} then
+    written[i - 1] = 0
+  else
+    redis.call('HSET', KEYS[i], unpack(ARGV, at + 2, at + 1 + n))
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+    notice[#notice + 1] = ARGV[at]
+    notice[#notice + 1] = redis.call('HGETALL', KEYS[i])
+    written[i - 1] = 1
+  end
+  at = at + 2 + n
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[2], ARGV[1])
-return 1
+if #notice > 0 then
+  redis.call('PUBLISH', KEYS[1], cmsgpack.pack(notice))
+end
+return written
 """
 
 
@@ -153,6 +170,9 @@ class Outcome:
     result: bytes | None = None
     error_type: str | None = None
     error_message: str | None = None
+    #: Set when the task ran without being marked running first (on its first delivery,
+    #: see `workers.base.Model.mark_running`): when it started; it counts as one attempt.
+    unmarked_start_ms: int | None = None
 
     def fields(self, worker_id: str, finished_at_ms: int) -> list[str | bytes]:
         pairs: list[str | bytes] = [
@@ -161,6 +181,8 @@ class Outcome:
             "finished_at_ms",
             str(finished_at_ms),
         ]
+        if self.unmarked_start_ms is not None:
+            pairs += ["started_at_ms", str(self.unmarked_start_ms), "attempts", "1"]
         if worker_id:
             pairs += ["worker_id", worker_id]
         if self.result is not None:
@@ -168,6 +190,16 @@ class Outcome:
         if self.error_type is not None:
             pairs += ["error_type", self.error_type, "error_message", self.error_message or ""]
         return pairs
+
+
+def delivery_limit_exceeded(attempts: int) -> Outcome:
+    """What a task that crashed its worker at each of its ``attempts`` starts ends with."""
+    return Outcome(
+        TaskStatus.FAILED,
+        error_type="DeliveryLimitExceeded",
+        error_message=f"the task was started {attempts} times and its worker died each "
+        "time; its input may be crashing the worker",
+    )
 
 
 #: What a task that reached its deadline before running ends with (worker, dead letters, view).
@@ -203,20 +235,24 @@ class TaskStore:
                         await self._redis.script_load(script)
         raise AssertionError("unreachable")
 
-    async def create(self, task_id: str, model: str, created_at_ms: int, deadline_ms: int) -> None:
-        key = self._names.task(task_id)
+    async def create(self, tasks: list[TaskEnvelope]) -> None:
+        """Records tasks as queued, in one round trip (one MULTI: no key lives without TTL).
+        The gateway may create a record after a worker took the task: the status and the
+        attempts are set only where no worker set them."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "model": model,
-                    "status": TaskStatus.QUEUED.value,
-                    "created_at_ms": created_at_ms,
-                    "deadline_ms": deadline_ms,
-                    "attempts": 0,
-                },
-            )
-            pipe.expire(key, self._ttl_s)
+            for task in tasks:
+                key = self._names.task(task.task_id)
+                pipe.hsetnx(key, "status", TaskStatus.QUEUED.value)
+                pipe.hsetnx(key, "attempts", 0)
+                pipe.hset(
+                    key,
+                    mapping={
+                        "model": task.model,
+                        "created_at_ms": task.created_at_ms,
+                        "deadline_ms": task.deadline_ms,
+                    },
+                )
+                pipe.expire(key, self._ttl_s)
             await pipe.execute()
 
     async def reject(self, task_id: str) -> bool:
@@ -231,26 +267,40 @@ class TaskStore:
         fields = await self._redis.hgetall(self._names.task(task_id))  # type: ignore[misc]
         return TaskState.from_hash(task_id, fields) if fields else None
 
-    async def mark_running(self, task_ids: list[str], worker_id: str) -> list[TaskStatus | None]:
-        """Move tasks to ``running``; returns each one's previous status (None: no record)."""
+    async def mark_running(
+        self, task_ids: list[str], worker_id: str, leave_running: bool = False
+    ) -> list[TaskStatus | None]:
+        """Move tasks to ``running``; returns each one's previous status (None: no record).
+        With ``leave_running``, a task already running (its worker died) is not touched."""
         at = now_ms()
+        leave = "1" if leave_running else "0"
         replies = await self._run_scripts(
-            [(_MARK_RUNNING, [self._names.task(t)], [worker_id, at, self._ttl_s]) for t in task_ids]
+            [
+                (_MARK_RUNNING, [self._names.task(t)], [worker_id, at, self._ttl_s, leave])
+                for t in task_ids
+            ]
         )
         return [TaskStatus(r.decode()) if r else None for r in replies]
 
     async def finish(self, outcomes: dict[str, Outcome], worker_id: str) -> list[bool]:
         """Write final states; returns, per task, whether this call was the one that wrote it."""
+        if not outcomes:
+            return []
         at = now_ms()
-        channel = self._names.task_done_channel
-        replies = await self._run_scripts(
-            [
-                (
-                    _FINISH,
-                    [self._names.task(task_id), channel],
-                    [task_id, self._ttl_s, *outcome.fields(worker_id, at)],
-                )
-                for task_id, outcome in outcomes.items()
-            ]
-        )
+        keys: list[str] = [self._names.task_done_channel]
+        args: list[Any] = [self._ttl_s]
+        for task_id, outcome in outcomes.items():
+            fields = outcome.fields(worker_id, at)
+            keys.append(self._names.task(task_id))
+            args += [task_id, len(fields), *fields]
+        [replies] = await self._run_scripts([(_FINISH, keys, args)])
         return [bool(r) for r in replies]
+
+
+def read_notice(data: bytes) -> list[TaskState]:
+    """The final states announced in one task-done message (see ``_FINISH``)."""
+    items = msgpack.unpackb(data, raw=True)
+    return [
+        TaskState.from_hash(task_id.decode(), dict(zip(pairs[::2], pairs[1::2], strict=True)))
+        for task_id, pairs in zip(items[::2], items[1::2], strict=True)
+    ]

@@ -1,7 +1,7 @@
-"""Declares the broker objects: one durable quorum queue per model, and the dead-letter
-exchange and queue. Workers declare their model's queue; the gateway declares the dead-letter
-pair it consumes. Declaring is idempotent, and the arguments here are the only ones used, so
-two declarers never disagree."""
+"""Declares the broker objects: one durable queue per model (classic by default, quorum by
+``INFERQ_QUEUE_TYPE``), and the dead-letter exchange and queue. Workers declare their
+model's queue; the gateway declares the dead-letter pair it consumes. Declaring is idempotent,
+and the arguments here are the only ones used, so two declarers never disagree."""
 
 from __future__ import annotations
 
@@ -11,19 +11,30 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from inferq.names import Names
+from inferq.settings import QueueType
 
 
-def model_queue_arguments(names: Names, max_length: int, delivery_limit: int) -> dict[str, Any]:
-    return {
-        "x-queue-type": "quorum",
-        # A task that kills its worker again and again is dead-lettered, not looped forever.
-        "x-delivery-limit": delivery_limit,
+def model_queue_arguments(
+    names: Names, max_length: int, delivery_limit: int, queue_type: QueueType
+) -> dict[str, Any]:
+    common = {
+        # Tasks still queued at their deadline go to the dead-letter queue (-> expired).
         "x-dead-letter-exchange": names.dead_letter_exchange,
-        # At-least-once dead-lettering needs reject-publish; it keeps dead letters safe too.
-        "x-dead-letter-strategy": "at-least-once",
         # A full queue refuses new tasks (the gateway answers 429); accepted ones stay.
         "x-overflow": "reject-publish",
         "x-max-length": max_length,
+    }
+    if queue_type == "classic":
+        # Persistent messages and confirms keep accepted tasks through a broker restart; the
+        # worker counts each task's starts in Redis and fails one that keeps crashing it.
+        return {"x-queue-type": "classic", "x-queue-version": 2, **common}
+    return {
+        "x-queue-type": "quorum",
+        # The broker, too, dead-letters a message that keeps killing its workers.
+        "x-delivery-limit": delivery_limit,
+        # At-least-once dead-lettering needs reject-publish; it keeps dead letters safe too.
+        "x-dead-letter-strategy": "at-least-once",
+        **common,
     }
 
 
@@ -39,11 +50,16 @@ async def declare_dead_letters(channel: AbstractChannel, names: Names) -> Abstra
 
 
 async def declare_model_queue(
-    channel: AbstractChannel, names: Names, model: str, max_length: int, delivery_limit: int
+    channel: AbstractChannel,
+    names: Names,
+    model: str,
+    max_length: int,
+    delivery_limit: int,
+    queue_type: QueueType,
 ) -> AbstractQueue:
     await declare_dead_letters(channel, names)
     return await channel.declare_queue(
         names.model_queue(model),
         durable=True,
-        arguments=model_queue_arguments(names, max_length, delivery_limit),
+        arguments=model_queue_arguments(names, max_length, delivery_limit, queue_type),
     )

@@ -36,6 +36,7 @@ from inferq.admin import drop_namespace
 from inferq.names import Names
 from inferq.settings import CommonSettings
 from inferq.supervisor import stop_processes
+from inferq.tasks import read_notice
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = frozenset({"succeeded", "failed", "expired"})
@@ -173,13 +174,14 @@ class Run:
             self.tally.kills += 1
 
     async def count_final_writes(self, redis: Redis, subscribed: asyncio.Event) -> None:
-        """Each write of a final state announces the task id once on the task-done channel."""
+        """Each write of a final state announces the task once on the task-done channel."""
         async with redis.pubsub() as pubsub:
             await pubsub.subscribe(self.names.task_done_channel)
             subscribed.set()
             async for message in pubsub.listen():
                 if message["type"] == "message":
-                    self.final_writes[message["data"].decode()] += 1
+                    for state in read_notice(message["data"]):
+                        self.final_writes[state.task_id] += 1
 
     async def collect(self, client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
         """Every accepted task's view, once all are final or the wait is over."""

@@ -1,8 +1,8 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -28,3 +28,9 @@ class TaskEnvelope(_message.Message):
     deadline_ms: int
     trace_context: _containers.ScalarMap[str, str]
     def __init__(self, task_id: _Optional[str] = ..., model: _Optional[str] = ..., request: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class TaskBatch(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskEnvelope]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskEnvelope, _Mapping]]] = ...) -> None: ...

@@ -11,9 +11,10 @@ from redis.asyncio import Redis
 
 from inferq.names import Names
 from inferq.redis_client import connect_redis
-from inferq.tasks import Outcome, TaskStatus, TaskStore, new_task_id, now_ms
+from inferq.tasks import Outcome, TaskStatus, TaskStore, new_task_id, now_ms, read_notice
 from model_registry.record import ModelRecord, WorkerHeartbeat
 from model_registry.registry import Registry
+from proto.task_pb2 import TaskEnvelope
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ async def test_a_final_state_is_written_once(redis: tuple[Redis, Names]) -> None
     client, names = redis
     store = TaskStore(client, names, ttl_s=60)
     task_id = new_task_id()
-    await store.create(task_id, "m", now_ms(), 0)
+    await store.create([TaskEnvelope(task_id=task_id, model="m", created_at_ms=now_ms())])
     assert (await store.get(task_id)).status is TaskStatus.QUEUED  # type: ignore[union-attr]
 
     assert await store.mark_running([task_id], "w1") == [TaskStatus.QUEUED]
@@ -54,19 +55,58 @@ async def test_a_final_state_is_written_once(redis: tuple[Redis, Names]) -> None
     assert 0 < await client.ttl(names.task(task_id)) <= 60
 
 
-async def test_finishing_announces_the_task(redis: tuple[Redis, Names]) -> None:
+async def test_a_running_task_can_be_left_alone(redis: tuple[Redis, Names]) -> None:
+    """A worker picking up a redelivered message leaves its running tasks (suspects of the
+    crash) to be marked one at a time, just before each runs alone."""
     client, names = redis
     store = TaskStore(client, names, ttl_s=60)
-    task_id = new_task_id()
-    await store.create(task_id, "m", now_ms(), 0)
+    running, queued = new_task_id(), new_task_id()
+    await store.create([TaskEnvelope(task_id=t, model="m") for t in (running, queued)])
+    await store.mark_running([running], "w1")
+    assert await store.mark_running([running, queued], "w2", leave_running=True) == [
+        TaskStatus.RUNNING,
+        TaskStatus.QUEUED,
+    ]
+    left = await store.get(running)
+    assert left is not None and (left.worker_id, left.attempts) == ("w1", 1)
+    assert await store.mark_running([running], "w2") == [TaskStatus.RUNNING]
+    taken = await store.get(running)
+    assert taken is not None and (taken.worker_id, taken.attempts) == ("w2", 2)
+
+
+async def test_finishing_announces_the_final_states_it_wrote(redis: tuple[Redis, Names]) -> None:
+    client, names = redis
+    store = TaskStore(client, names, ttl_s=60)
+    done_before, failing, succeeding = new_task_id(), new_task_id(), new_task_id()
+    created = now_ms()
+    await store.create(
+        [TaskEnvelope(task_id=t, model="m", created_at_ms=created) for t in (failing, succeeding)]
+    )
+    await store.finish({done_before: Outcome(TaskStatus.SUCCEEDED, result=b"")}, "w0")
     async with client.pubsub() as pubsub:
         await pubsub.subscribe(names.task_done_channel)
         await pubsub.get_message(timeout=1)  # the subscribe confirmation
-        await store.finish(
-            {task_id: Outcome(TaskStatus.FAILED, error_type="E", error_message="m")}, "w"
+        written = await store.finish(
+            {
+                done_before: Outcome(TaskStatus.SUCCEEDED, result=b"again"),
+                failing: Outcome(TaskStatus.FAILED, error_type="E", error_message="m"),
+                succeeding: Outcome(TaskStatus.SUCCEEDED, result=b"\x00\xff"),
+            },
+            "w1",
         )
         message = await pubsub.get_message(timeout=2)
-    assert message is not None and message["data"] == task_id.encode()
+    assert written == [False, True, True]
+    assert message is not None
+    # One message for the batch, with each written task's whole state, as a read finds it.
+    announced = read_notice(message["data"])
+    assert [state.task_id for state in announced] == [failing, succeeding]
+    assert announced == [await store.get(failing), await store.get(succeeding)]
+    assert (announced[0].status, announced[0].error_type, announced[0].created_at_ms) == (
+        TaskStatus.FAILED,
+        "E",
+        created,
+    )
+    assert (announced[1].result, announced[1].worker_id) == (b"\x00\xff", "w1")
 
 
 async def test_a_worker_that_stops_beating_drops_out(redis: tuple[Redis, Names]) -> None:

@@ -34,6 +34,12 @@ class Model(Generic[RequestT, ResponseT]):
     #: Most requests `process_batch` receives at once, and how long to wait to fill a batch.
     max_batch_size: ClassVar[int] = 1
     max_batch_delay_ms: ClassVar[float] = 0.0
+    #: Whether a task is marked ``running`` in Redis before the model runs it. False saves
+    #: a Redis round trip per batch, for models that answer within a millisecond or so
+    #: (nobody would see them running): on its first delivery a task then goes from
+    #: ``queued`` straight to its final state. A redelivered one is always marked, so a
+    #: task that crashes its worker is still found out and failed (one crash later).
+    mark_running: ClassVar[bool] = True
     #: Queue length limit for this model; None takes ``INFERQ_QUEUE_MAX_LENGTH``.
     queue_max_length: ClassVar[int | None] = None
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -20,9 +20,17 @@ from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
-from inferq.tasks import DEADLINE_EXCEEDED, Outcome, TaskStatus, TaskStore, now_ms
+from inferq.names import REPUBLISHED_HEADER
+from inferq.tasks import (
+    DEADLINE_EXCEEDED,
+    Outcome,
+    TaskStatus,
+    TaskStore,
+    delivery_limit_exceeded,
+    now_ms,
+)
 from inferq.tracing import extract
-from proto.task_pb2 import TaskEnvelope
+from proto.task_pb2 import TaskBatch, TaskEnvelope
 from workers import metrics
 from workers.base import Model
 
@@ -69,17 +77,24 @@ class BatchProcessor:
         store: TaskStore,
         worker_id: str,
         stopping: asyncio.Event,
+        max_batch_size: int,
+        delivery_limit: int,
         ack_multiple: bool,
     ) -> None:
-        """``ack_multiple``: batches are handled one at a time, so a batch's last delivery
-        can ack all of it in one frame."""
+        """``max_batch_size``: most requests per `Model.process_batch` call. ``ack_multiple``:
+        batches are handled one at a time, so a batch's last message can ack all of it in
+        one frame."""
         self.model = model
+        self._max_batch_size = max_batch_size
+        self._delivery_limit = delivery_limit
         self._ack_multiple = ack_multiple
         self._store = store
         self._worker_id = worker_id
         self._stopping = stopping
         self.tasks_done = 0
         self.tasks_failed = 0
+        self.tasks_in_flight = 0
+        self._in_flight_gauge = metrics.IN_FLIGHT.labels(model.name)
 
     def _with_redis(self, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return retry_redis(call, self._stopping)
@@ -88,41 +103,54 @@ class BatchProcessor:
         """decode -> run -> store -> ack."""
         deliveries = await self._decode(messages)
         outcomes: dict[str, Outcome] = {}
+        self._count_in_flight(len(deliveries))
         try:
             outcomes = await self._run(deliveries)
             stored = await self._store_outcomes(outcomes)
         except RedisError:  # raised only while stopping
             stored = False
-        if stored and self._ack_multiple and deliveries:
+        finally:
+            self._count_in_flight(-len(deliveries))
+        readable = [m for m in messages if not m.processed]  # the others were rejected
+        if not stored:  # stopping while Redis is down: give the tasks back, don't lose them
+            for message in readable:
+                await settle(message.nack(requeue=True))
+        elif self._ack_multiple and readable:
             # One frame acks the whole batch: it holds every delivery not yet settled.
-            await settle(deliveries[-1].message.ack(multiple=True))
+            await settle(readable[-1].ack(multiple=True))
+        else:
+            for message in readable:
+                await settle(message.ack())
         for delivery in deliveries:
-            if not stored:  # stopping while Redis is down: give the task back, don't lose it
-                await settle(delivery.message.nack(requeue=True))
-            elif not self._ack_multiple:
-                await settle(delivery.message.ack())
             self._close_span(delivery, outcomes.get(delivery.task_id), stored)
+
+    def _count_in_flight(self, change: int) -> None:
+        self.tasks_in_flight += change
+        self._in_flight_gauge.set(self.tasks_in_flight)
 
     async def _decode(self, messages: list[AbstractIncomingMessage]) -> list[Delivery]:
         deliveries = []
         picked_up_ms = now_ms()
         for message in messages:
             try:
-                envelope = TaskEnvelope.FromString(message.body)
+                tasks = TaskBatch.FromString(message.body).tasks
             except DecodeError:
-                logger.error("dropping a message that is not a task envelope")
+                tasks = None
+            if not tasks:
+                logger.error("dropping a message that is not a task batch")
                 await settle(message.reject(requeue=False))
                 continue
-            span = _tracer.start_span(
-                f"run {self.model.name}",
-                context=extract(envelope.trace_context),
-                kind=trace.SpanKind.CONSUMER,
-                attributes={"inferq.task_id": envelope.task_id, "inferq.model": envelope.model},
-            )
-            metrics.QUEUE_WAIT_SECONDS.labels(self.model.name).observe(
-                max(0, picked_up_ms - envelope.created_at_ms) / 1000
-            )
-            deliveries.append(Delivery(message, envelope, span))
+            for envelope in tasks:
+                span = _tracer.start_span(
+                    f"run {self.model.name}",
+                    context=extract(envelope.trace_context),
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={"inferq.task_id": envelope.task_id, "inferq.model": envelope.model},
+                )
+                metrics.QUEUE_WAIT_SECONDS.labels(self.model.name).observe(
+                    max(0, picked_up_ms - envelope.created_at_ms) / 1000
+                )
+                deliveries.append(Delivery(message, envelope, span))
         return deliveries
 
     def _close_span(self, delivery: Delivery, outcome: Outcome | None, stored: bool) -> None:
@@ -164,28 +192,82 @@ class BatchProcessor:
                 outcomes[delivery.envelope.task_id] = DEADLINE_EXCEEDED
             else:
                 fresh.append(delivery)
-        task_ids = [d.task_id for d in fresh]
+        if not self.model.mark_running and all(_first_delivery(d.message) for d in fresh):
+            return await self._run_unmarked(fresh, outcomes)
+        # A task already running was running when its worker died, and may be what killed
+        # it: it is left alone here and run alone below.
         previous = await self._with_redis(
-            lambda: self._store.mark_running(task_ids, self._worker_id)
+            lambda: self._store.mark_running(
+                [d.task_id for d in fresh], self._worker_id, leave_running=True
+            )
         )
         batch: list[tuple[Delivery, Any]] = []
-        alone: list[tuple[Delivery, Any]] = []
+        suspects = []
         for delivery, status in zip(fresh, previous, strict=True):
-            if status and status.is_final:
-                continue  # done already (a redelivered copy), or never accepted
-            try:
-                request = self.model.request_type.FromString(delivery.envelope.request)
-            except DecodeError as error:
-                outcomes[delivery.task_id] = _failure("InvalidRequest", error)
-                continue
-            # A task that was running when its worker died may be what killed it: run it
-            # alone, so that if it does so again, it alone is blamed (its attempts count).
-            (alone if status is TaskStatus.RUNNING else batch).append((delivery, request))
-        for group in [batch, *([item] for item in alone)]:
+            if status is TaskStatus.RUNNING:
+                suspects.append(delivery)
+            elif not (status and status.is_final):  # else done already, or never accepted
+                self._add_request(delivery, batch, outcomes)
+        await self._run_batch(batch, outcomes)
+        for delivery in suspects:
+            await self._run_suspect(delivery)
+        return outcomes
+
+    async def _run_unmarked(
+        self, fresh: list[Delivery], outcomes: dict[str, Outcome]
+    ) -> dict[str, Outcome]:
+        """First deliveries of a model that is not marked running: run them all, and record
+        their start with their final state."""
+        started_ms = now_ms()
+        batch: list[tuple[Delivery, Any]] = []
+        for delivery in fresh:
+            self._add_request(delivery, batch, outcomes)
+        await self._run_batch(batch, outcomes)
+        for delivery in fresh:
+            outcome = outcomes[delivery.task_id]
+            outcomes[delivery.task_id] = replace(outcome, unmarked_start_ms=started_ms)
+        return outcomes
+
+    async def _run_batch(
+        self, batch: list[tuple[Delivery, Any]], outcomes: dict[str, Outcome]
+    ) -> None:
+        """Runs the requests in groups of at most ``max_batch_size``; adds their outcomes."""
+        for start in range(0, len(batch), self._max_batch_size):
+            group = batch[start : start + self._max_batch_size]
             results = await self._predict([request for _, request in group])
             for (delivery, _), outcome in zip(group, results, strict=True):
                 outcomes[delivery.task_id] = outcome
-        return outcomes
+
+    async def _run_suspect(self, delivery: Delivery) -> None:
+        """Runs one task that was running when a worker died, alone, and stores its outcome
+        at once: if it kills this worker too, it alone is blamed (its attempts count), and
+        the tasks that shared its message and ran before it are done."""
+        task_id = delivery.task_id
+        state = await self._with_redis(lambda: self._store.get(task_id))
+        if state and state.attempts >= self._delivery_limit:
+            # Started that many times, and its worker died each time: no more.
+            await self._store_outcomes({task_id: delivery_limit_exceeded(state.attempts)})
+            return
+        [status] = await self._with_redis(
+            lambda: self._store.mark_running([task_id], self._worker_id)
+        )
+        if status and status.is_final:
+            return
+        outcomes: dict[str, Outcome] = {}
+        alone: list[tuple[Delivery, Any]] = []
+        self._add_request(delivery, alone, outcomes)
+        if alone:
+            [outcomes[delivery.task_id]] = await self._predict([alone[0][1]])
+        await self._store_outcomes(outcomes)
+
+    def _add_request(
+        self, delivery: Delivery, batch: list[tuple[Delivery, Any]], outcomes: dict[str, Outcome]
+    ) -> None:
+        """Appends the task's decoded request to ``batch``, or fails it if it does not decode."""
+        try:
+            batch.append((delivery, self.model.request_type.FromString(delivery.envelope.request)))
+        except DecodeError as error:
+            outcomes[delivery.task_id] = _failure("InvalidRequest", error)
 
     async def _predict(self, requests: list) -> list[Outcome]:  # type: ignore[type-arg]
         """Runs the batch; if it raises, runs each request alone so one bad input fails
@@ -219,6 +301,12 @@ class BatchProcessor:
             else:
                 self.tasks_failed += 1
         return True
+
+
+def _first_delivery(message: AbstractIncomingMessage) -> bool:
+    """Whether no worker can have started the message's tasks before: neither redelivered
+    by the broker nor published again by the dead-letter consumer."""
+    return not message.redelivered and REPUBLISHED_HEADER not in (message.headers or {})
 
 
 def _failure(error_type: str, error: BaseException) -> Outcome:

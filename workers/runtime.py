@@ -34,7 +34,6 @@ from inferq.topology import declare_model_queue
 from model_registry.descriptors import build_descriptor_set
 from model_registry.record import ModelRecord, WorkerHeartbeat
 from model_registry.registry import Registry
-from workers import metrics
 from workers.base import Model
 from workers.processing import BatchProcessor, retry_redis, settle
 
@@ -64,12 +63,11 @@ class Worker:
         self.prefetch = settings.prefetch or max(4, 2 * self.max_batch_size * settings.concurrency)
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
-        self._in_flight = 0
+        self._in_flight = 0  # messages
         self._idle = asyncio.Event()  # set while no batch is running
         self._idle.set()
         self._started_at_ms = now_ms()
         self._rate_per_s = 0.0
-        self._in_flight_gauge = metrics.IN_FLIGHT.labels(model.name)
 
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -94,6 +92,8 @@ class Worker:
             self._store,
             self.worker_id,
             self._stopping,
+            max_batch_size=self.max_batch_size,
+            delivery_limit=self.settings.delivery_limit,
             ack_multiple=self.settings.concurrency == 1,
         )
         self._registry = Registry(
@@ -138,6 +138,7 @@ class Worker:
                     self.model.name,
                     self._queue_max_length,
                     self.settings.delivery_limit,
+                    self.settings.queue_type,
                 )
                 self._consumer_tag = await self._queue.consume(self._inbox.put)
                 return
@@ -205,7 +206,7 @@ class Worker:
             started_at_ms=self._started_at_ms,
             tasks_done=self._processor.tasks_done,
             tasks_failed=self._processor.tasks_failed,
-            in_flight=self._in_flight,
+            in_flight=self._processor.tasks_in_flight,
             rate_per_s=round(self._rate_per_s, 3),
         )
 
@@ -234,13 +235,11 @@ class Worker:
         while True:
             messages = await self._next_batch()
             self._in_flight += len(messages)
-            self._in_flight_gauge.set(self._in_flight)
             self._idle.clear()
             try:
                 await self._processor.handle(messages)
             finally:
                 self._in_flight -= len(messages)
-                self._in_flight_gauge.set(self._in_flight)
                 if not self._in_flight:
                     self._idle.set()
 

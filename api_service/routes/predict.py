@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from opentelemetry import trace
+from starlette.datastructures import Headers
 
 from api_service.codec import decode_request, task_view
 from api_service.responses import JSONResponse
 from api_service.state import Gateway, gateway
 from inferq.errors import BodyTooLarge, InvalidRequest
-from inferq.tasks import now_ms
+from inferq.tasks import new_task_id, now_ms
 from inferq.tracing import extract, inject
 
 logger = logging.getLogger(__name__)
@@ -21,6 +24,7 @@ router = APIRouter()
 
 TIMEOUT_HEADER = "x-inferq-timeout"
 MAX_DEADLINE_S = 86_400
+MAX_WAIT_S = 30
 
 REQUEST_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -35,18 +39,18 @@ REQUEST_BODY_DOC: dict[str, Any] = {
 }
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(headers: Headers, chunks: AsyncIterator[bytes], limit: int) -> bytes:
     """The body, refusing (413) to buffer more than ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 @router.post(
@@ -61,56 +65,80 @@ async def predict(
     request: Request,
     gw: Annotated[Gateway, Depends(gateway)],
     wait: Annotated[
-        float, Query(ge=0, le=30, description="Hold up to S seconds for the result")
+        float, Query(ge=0, le=MAX_WAIT_S, description="Hold up to S seconds for the result")
     ] = 0,
     deadline_s: Annotated[
         float | None,
         Query(alias="timeout", gt=0, le=MAX_DEADLINE_S, description="Deadline, seconds from now"),
     ] = None,
 ) -> JSONResponse:
+    """This route documents the call and words the errors of unusual query strings; the
+    requests it understands are served by `api_service.fast_predict` before they reach it."""
+    return await answer_prediction(gw, model, request.headers, request.stream(), wait, deadline_s)
+
+
+async def answer_prediction(
+    gw: Gateway,
+    model: str,
+    headers: Headers,
+    body: AsyncIterator[bytes],
+    wait: float,
+    deadline_s: float | None,
+) -> JSONResponse:
+    """Validate, store as queued, publish with confirm; answer 202, or 200 with the finished
+    task when it ends within ``wait`` seconds."""
     with _tracer.start_as_current_span(
         "POST /predict/{model}",
-        context=extract(request.headers),
+        context=extract(headers),
         kind=trace.SpanKind.SERVER,
         attributes={"inferq.model": model},
     ) as span:
         entry = await gw.catalog.require_live(model)
-        body = await read_body(request, gw.settings.max_body_bytes)
-        content_type = request.headers.get("content-type", "")
-        message = decode_request(body, content_type, entry.request_class)
+        raw = await read_body(headers, body, gw.settings.max_body_bytes)
+        message = decode_request(raw, headers.get("content-type", ""), entry.request_class)
         trace_context = dict(inject({}))
-        submitted = await gw.submitter.submit(
-            entry,
-            message,
-            deadline_s=deadline_s or _header_deadline(request) or gw.settings.default_deadline_s,
-            idempotency_key=request.headers.get("idempotency-key"),
-            trace_context=trace_context,
-        )
-        span.set_attribute("inferq.task_id", submitted.task_id)
-        logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
+        deadline_s = deadline_s or _header_deadline(headers) or gw.settings.default_deadline_s
+        wait = min(wait, gw.settings.max_wait_s)
+        task_id = new_task_id()
+        # Watched before it is published: its result can come back before the confirm does.
+        with gw.waiter.watching(task_id) if wait else contextlib.nullcontext() as done:
+            submitted = await gw.submitter.submit(
+                entry,
+                message,
+                deadline_s=deadline_s,
+                idempotency_key=headers.get("idempotency-key"),
+                trace_context=trace_context,
+                task_id=task_id,
+            )
+            span.set_attribute("inferq.task_id", submitted.task_id)
+            logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
+            if done is not None and submitted.created:
+                state = await gw.waiter.wait_watched(task_id, done, wait, pending=True)
+            elif not submitted.created:  # an Idempotency-Key named an earlier task
+                state = await gw.waiter.wait(submitted.task_id, wait)
+            else:
+                state = None
     task_id = submitted.task_id
     # The client learns its trace id, to follow the task in the workers' logs.
-    headers = {"Location": f"/tasks/{task_id}", "traceparent": trace_context["traceparent"]}
-    if wait or not submitted.created:
-        state = await gw.waiter.wait(task_id, min(wait, gw.settings.max_wait_s))
-        if state is not None and (state.status.is_final or not submitted.created):
-            view = task_view(state, entry.response_class, now_ms())
-            gw.recent.record(state)  # for GET /stats (only final states count)
-            return JSONResponse(
-                view, status_code=200 if state.status.is_final else 202, headers=headers
-            )
+    answer_headers = {"Location": f"/tasks/{task_id}", "traceparent": trace_context["traceparent"]}
+    if state is not None and (state.status.is_final or not submitted.created):
+        view = task_view(state, entry.response_class, now_ms())
+        gw.recent.record(state)  # for GET /stats (only final states count)
+        return JSONResponse(
+            view, status_code=200 if state.status.is_final else 202, headers=answer_headers
+        )
     accepted = {
         "task_id": task_id,
         "model": model,
         "status": "queued",
-        "location": headers["Location"],
+        "location": answer_headers["Location"],
     }
-    return JSONResponse(accepted, status_code=202, headers=headers)
+    return JSONResponse(accepted, status_code=202, headers=answer_headers)
 
 
-def _header_deadline(request: Request) -> float | None:
+def _header_deadline(headers: Headers) -> float | None:
     """The ``X-Inferq-Timeout`` header (seconds), the header form of ``?timeout=``."""
-    raw = request.headers.get(TIMEOUT_HEADER)
+    raw = headers.get(TIMEOUT_HEADER)
     if raw is None:
         return None
     try:

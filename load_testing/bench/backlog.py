@@ -8,7 +8,8 @@ clients POST ``{"ms": sleep_ms}`` without waiting, as fast as the gateway accept
 ``backlog`` tasks are accepted (or ``time_limit_s`` is up); the worker, busy ``sleep_ms`` on
 each task, drains a few per second, so nearly all of them stay queued. A sampler thread reads
 the RSS of the gateway and the worker (and, for the record, of the shared RabbitMQ and
-Redis servers) and the queue depth (``GET /models/sleep``) every ``sample_s``, through the
+Redis servers), the tasks waiting (accepted less those the workers report finished) and the
+queue depth in messages (``GET /models/sleep``) every ``sample_s``, through the
 submission and ``settle_s`` after it. A sample of the accepted tasks is then read back: each
 must still be known (queued, running or succeeded with the right result). The stack's
 teardown drops the namespace, backlog included. Writes backlog.json and backlog.png.
@@ -81,11 +82,16 @@ class Sampler(threading.Thread):
         self._t0 = time.monotonic()
 
     def sample(self) -> dict[str, Any]:
-        depth = self.stack.describe().get("queue_depth")
+        model = self.stack.describe()
+        accepted = self.submission.accepted if self.submission else 0
+        # As of the workers' last heartbeats (every 2 s): the figure is a few tasks high.
+        finished = sum(w["tasks_done"] + w["tasks_failed"] for w in model.get("workers", []))
         row = {
             "t_s": round(time.monotonic() - self._t0, 2),
-            "accepted": self.submission.accepted if self.submission else 0,
-            "queue_depth": depth,
+            "accepted": accepted,
+            # Messages in the queue; each holds one task or more (packed by the gateway).
+            "queue_depth": model.get("queue_depth"),
+            "tasks_waiting": max(0, accepted - finished),
             "rss_mib": {name: procstat.rss_mib(pid) for name, pid in self.pids.items()},
         }
         self.samples.append(row)
@@ -158,6 +164,7 @@ def run_backlog(config: BacklogConfig, say: Say = print) -> dict[str, Any]:
         "submission_cpu": cpu,
         "queue_depth_peak": max((s["queue_depth"] or 0 for s in samples), default=None),
         "queue_depth_after": after["queue_depth"],
+        "tasks_waiting_peak": max((s["tasks_waiting"] for s in samples), default=None),
         "rss_mib": _rss_summary(started, before, samples, after),
         "samples": sampler.samples,
     }
@@ -315,7 +322,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"accepted {s['accepted']} of {result['config']['backlog']} in {s['seconds']:.1f} s "
         f"({s['accepted_per_s'] or 0:.0f}/s); 429: {s['rejected_429']}; errors: "
         f"{s['errors'] or 0}{'; TIME LIMIT reached' if s['timed_out'] else ''}",
-        f"queue depth: peak {result['queue_depth_peak']}, at the end "
+        f"tasks waiting: peak {result['tasks_waiting_peak']}; queue depth (messages, each "
+        f"holding one task or more): peak {result['queue_depth_peak']}, at the end "
         f"{result['queue_depth_after']}; read back {sum(result['read_back'].values())} "
         f"accepted tasks: {result['read_back']}",
         f"during the submission: {report.fixed(cpu.get('machine_busy_cores'))} cores busy, "
@@ -364,7 +372,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     samples = result["samples"]
     t = [s["t_s"] for s in samples]
     figure, (depth, rss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    depth.plot(t, [s["queue_depth"] or 0 for s in samples], "-", label="queue depth")
+    depth.plot(t, [s["tasks_waiting"] for s in samples], "-", label="tasks waiting")
+    depth.plot(t, [s["queue_depth"] or 0 for s in samples], ":", label="queue depth (messages)")
     depth.plot(t, [s["accepted"] for s in samples], "--", label="accepted")
     for name in result["rss_mib"]:
         rss.plot(t, [s["rss_mib"].get(name) for s in samples], "-", label=name)

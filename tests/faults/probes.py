@@ -14,6 +14,7 @@ import redis
 
 from inferq.names import Names
 from inferq.settings import CommonSettings
+from inferq.tasks import read_notice
 
 FINAL = frozenset({"succeeded", "failed", "expired"})
 
@@ -82,7 +83,7 @@ def pid_of(worker_id: str | None) -> int | None:
 
 class FinalWrites:
     """Counts, per task, how often a final state was written: each write of a final state
-    publishes the task id on the namespace's task-done channel, and only such writes do."""
+    announces the task on the namespace's task-done channel, and only such writes do."""
 
     def __init__(self, namespace: str, redis_url: str = SHARED.redis_url) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
@@ -112,7 +113,8 @@ class FinalWrites:
         self._client.close()
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        self.counts[message["data"].decode()] += 1
+        for state in read_notice(message["data"]):
+            self.counts[state.task_id] += 1
 
     def more_than_once(self) -> dict[str, int]:
         return {task_id: n for task_id, n in self.counts.items() if n > 1}

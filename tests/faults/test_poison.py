@@ -1,6 +1,6 @@
 """Contract 2: a task whose input makes the model raise ends failed at once, with the error;
-a task that crashes its worker again and again ends failed after the delivery limit, through
-the dead-letter queue — never an endless crash loop."""
+a task that crashes its worker again and again ends failed after the delivery limit — never
+an endless crash loop."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ import time
 from types import TracebackType
 
 import httpx
+import pytest
 
 from tests.faults.models import CRASH, RAISE
 from tests.faults.probes import submit, view, wait_final
 from tests.stack import Stack, wait_until
 
 POISON = "tests.faults.models:PoisonModel"
+# Classic queues (the default) count a task's starts in Redis; quorum queues also have the
+# broker's own delivery limit and the dead-letter queue. Both must end the loop.
+QUEUE_TYPES = pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 DELIVERY_LIMIT = 2
 
 
@@ -85,7 +89,11 @@ def test_a_raising_request_in_a_batch_fails_only_its_own_task(stack: Stack) -> N
             assert views[task_id]["result"] == {"slept_ms": ms}
 
 
-def test_a_task_that_crashes_its_worker_fails_after_the_delivery_limit(stack: Stack) -> None:
+@QUEUE_TYPES
+def test_a_task_that_crashes_its_worker_fails_after_the_delivery_limit(
+    stack: Stack, queue_type: str
+) -> None:
+    stack.env["INFERQ_QUEUE_TYPE"] = queue_type
     stack.env["INFERQ_DELIVERY_LIMIT"] = str(DELIVERY_LIMIT)
     stack.start_gateway()
     with KeepRestarting(stack, POISON) as worker, httpx.Client(base_url=stack.url) as client:
@@ -109,10 +117,14 @@ def test_a_task_that_crashes_its_worker_fails_after_the_delivery_limit(stack: St
         assert worker.deaths == deaths
 
 
-def test_tasks_fetched_with_a_crashing_one_are_not_failed_with_it(stack: Stack) -> None:
+@QUEUE_TYPES
+def test_tasks_fetched_with_a_crashing_one_are_not_failed_with_it(
+    stack: Stack, queue_type: str
+) -> None:
     """The worker prefetches several tasks; when a poisoned one kills it, the innocent tasks
     it held go back to the queue too. They must still end succeeded, not be dead-lettered
     for the crashes of another task."""
+    stack.env["INFERQ_QUEUE_TYPE"] = queue_type
     stack.env["INFERQ_DELIVERY_LIMIT"] = str(DELIVERY_LIMIT)
     stack.start_gateway()
     with KeepRestarting(stack, POISON) as worker, httpx.Client(base_url=stack.url) as client:

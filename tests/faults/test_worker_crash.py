@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 
 import httpx
+import pytest
 
 from tests.faults.probes import FinalWrites, pid_of, running, submit, wait_final
 from tests.stack import Stack, wait_until
@@ -14,7 +15,9 @@ TASKS = 90
 KILLS = 3
 
 
-def test_sigkill_mid_inference_under_load_loses_nothing(stack: Stack) -> None:
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_sigkill_mid_inference_under_load_loses_nothing(stack: Stack, queue_type: str) -> None:
+    stack.env["INFERQ_QUEUE_TYPE"] = queue_type
     stack.start_gateway()
     workers = [stack.start_worker("sleep") for _ in range(3)]
     stack.wait_live("sleep", 3)

@@ -1,0 +1,85 @@
+"""Packs tasks for one queue into shared messages: the tasks that arrive while a publish to
+that queue awaits its confirm go out together in the next message, with their records
+created in one Redis round trip. Under load, one broker message, one confirm and one Redis
+transaction serve many requests; a lone request is published at once, never delayed."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from api_service.broker import TaskPublisher
+from inferq.tasks import TaskStore
+from proto.task_pb2 import TaskEnvelope
+
+
+@dataclass
+class _Lane:
+    """One queue's tasks waiting for a publish, and how many publishes are under way."""
+
+    waiting: list[tuple[TaskEnvelope, asyncio.Future[None]]] = field(default_factory=list)
+    publishing: int = 0
+
+
+class PublishBatcher:
+    def __init__(
+        self, store: TaskStore, publisher: TaskPublisher, max_tasks: int, max_in_flight: int
+    ) -> None:
+        """``max_tasks`` per message; ``max_in_flight`` publishes per queue at once."""
+        self._store = store
+        self._publisher = publisher
+        self._max_tasks = max_tasks
+        self._max_in_flight = max_in_flight
+        self._lanes: dict[str, _Lane] = {}
+        self._publishers: set[asyncio.Task[None]] = set()
+
+    async def submit(self, queue: str, task: TaskEnvelope) -> None:
+        """Records ``task`` as queued and publishes it; returns once the broker confirmed.
+        Raises what the store or the broker raised (a RedisError, or an InferqError for the
+        broker: unavailable, queue full)."""
+        future = asyncio.get_running_loop().create_future()
+        lane = self._lanes.setdefault(queue, _Lane())
+        lane.waiting.append((task, future))
+        if lane.publishing < self._max_in_flight:
+            lane.publishing += 1
+            publisher = asyncio.create_task(self._publish_waiting(queue, lane))
+            self._publishers.add(publisher)  # a reference, so it is not collected mid-way
+            publisher.add_done_callback(self._publishers.discard)
+        await future
+
+    async def _publish_waiting(self, queue: str, lane: _Lane) -> None:
+        try:
+            while lane.waiting:
+                batch = lane.waiting[: self._max_tasks]
+                del lane.waiting[: self._max_tasks]
+                # A request that went away before its task went out is not published.
+                batch = [(task, future) for task, future in batch if not future.done()]
+                if not batch:
+                    continue
+                tasks = [task for task, _ in batch]
+                try:
+                    await self._create_and_publish(queue, tasks)
+                except Exception as error:  # noqa: BLE001 - every waiting request must learn it
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            lane.publishing -= 1
+            if not lane.publishing and not lane.waiting:
+                self._lanes.pop(queue, None)
+
+    async def _create_and_publish(self, queue: str, tasks: list[TaskEnvelope]) -> None:
+        """The records and the message go out at the same time (a round trip less per
+        request): a worker may take a task before its record exists, which the store allows
+        (`TaskStore.create` never overwrites what a worker wrote). Both must succeed; if only
+        the publish did, the task runs although its client got an error (a retry makes it
+        twice), which never loses an accepted task."""
+        creating = asyncio.ensure_future(self._store.create(tasks))
+        try:
+            await self._publisher.publish(queue, tasks)
+        finally:
+            await creating
