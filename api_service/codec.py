@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 import functools
 import math
-from collections.abc import Iterable
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -68,15 +69,34 @@ _PLAIN_TYPES = frozenset(
         FieldDescriptor.TYPE_STRING,
     }
 )
+# The proto3 JSON mapping writes 64-bit integers as strings.
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE})
+
+
+@dataclass(frozen=True)
+class _PlainField:
+    name: str
+    type: int
+    repeated: bool
 
 
 @functools.lru_cache(maxsize=1024)
-def _plain_fields(descriptor: Descriptor) -> tuple[str, ...] | None:
-    """The float fields of a message made only of numbers, bools and strings (repeated or
-    not); None for any other message (bytes, enums, nested messages, maps)."""
-    if any(field.type not in _PLAIN_TYPES for field in descriptor.fields):
+def _plain_fields(descriptor: Descriptor) -> tuple[_PlainField, ...] | None:
+    """The fields of a message made only of numbers, bools and strings, repeated or not,
+    without presence (no oneof, no proto3 ``optional``); None for any other message."""
+    fields = descriptor.fields
+    if any(f.type not in _PLAIN_TYPES or f.containing_oneof is not None for f in fields):
         return None
-    return tuple(f.name for f in descriptor.fields if f.type == FieldDescriptor.TYPE_FLOAT)
+    return tuple(_PlainField(f.name, f.type, f.is_repeated) for f in fields)
 
 
 def _construct_plain(body: bytes, message_class: type[Message]) -> Message | None:
@@ -86,37 +106,55 @@ def _construct_plain(body: bytes, message_class: type[Message]) -> Message | Non
     except floats beyond float32's range (it stores inf) and the mapping's extra spellings
     (camelCase names, numbers as strings, "NaN"): for those, None, and the caller takes
     json_format's path, which also words the error."""
-    floats = _plain_fields(message_class.DESCRIPTOR)
-    if floats is None:
+    fields = _plain_fields(message_class.DESCRIPTOR)
+    if fields is None:
         return None
     try:
-        fields = orjson.loads(body)
-        message = message_class(**fields) if isinstance(fields, dict) else None
+        values = orjson.loads(body)
+        message = message_class(**values) if isinstance(values, dict) else None
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return None
     if message is None:
         return None
-    for name in floats:
-        value = getattr(message, name)
-        if not all(map(math.isfinite, value if isinstance(value, Iterable) else (value,))):
+    for field in fields:
+        if field.type == FieldDescriptor.TYPE_FLOAT and not _finite(message, field):
             return None
     return message
 
 
+def _finite(message: Message, field: _PlainField) -> bool:
+    value = getattr(message, field.name)
+    return all(map(math.isfinite, value if field.repeated else (value,)))
+
+
 def message_to_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    """The message as the proto3 JSON mapping has it, every field included. Plain messages
+    take a fast path (json_format's printer costs ~20 µs for ten floats): float fields become
+    numpy float32 values, which the orjson response writes in their shortest form, as
+    json_format does."""
+    fields = _plain_fields(message.DESCRIPTOR)
+    if fields is None or not all(_finite(message, f) for f in fields if f.type in _FLOAT_TYPES):
+        return json_format.MessageToDict(
+            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+    view: dict[str, Any] = {}
+    for field in fields:
+        value = getattr(message, field.name)
+        if field.type == FieldDescriptor.TYPE_FLOAT:
+            value = np.asarray(value, np.float32) if field.repeated else np.float32(value)
+        elif field.type in _INT64_TYPES:
+            value = [str(v) for v in value] if field.repeated else str(value)
+        elif field.repeated:
+            value = list(value)
+        view[field.name] = value
+    return view
 
 
 def _iso(ms: int | None) -> str | None:
     if not ms:
         return None
-    return (
-        datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def task_view(state: TaskState, response_class: type[Message] | None, at_ms: int) -> dict[str, Any]:

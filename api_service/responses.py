@@ -1,4 +1,4 @@
-"""JSON responses serialized with orjson (fast, and handles the task views' plain dicts)."""
+"""JSON responses serialized with orjson (fast; numpy values too: results' float32 fields)."""
 
 from __future__ import annotations
 
@@ -12,4 +12,4 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -95,7 +95,9 @@ class WorkerSettings(CommonSettings):
     prefetch: int = Field(
         0, ge=0, description="Unacked deliveries a worker holds; 0 picks 2 x max_batch_size."
     )
-    concurrency: int = Field(1, ge=1, description="Batches a worker runs at the same time.")
+    concurrency: int | None = Field(
+        None, ge=1, description="Overrides the model's concurrency (batches run at once)."
+    )
     max_batch_size: int | None = Field(
         None, ge=1, description="Overrides the model's max_batch_size (requests per batch)."
     )

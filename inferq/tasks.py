@@ -102,6 +102,21 @@ class TaskState:
         return self.deadline_ms > 0 and at_ms > self.deadline_ms
 
 
+# KEYS: one task hash per task. ARGV[1] ttl s, then per task: model, created ms, deadline ms.
+# The status and the attempts are set only where no worker set them already (the gateway
+# publishes a task as it creates its record, so a worker may get there first).
+_CREATE = """
+for i = 1, #KEYS do
+  local at = 2 + (i - 1) * 3
+  redis.call('HSETNX', KEYS[i], 'status', 'queued')
+  redis.call('HSETNX', KEYS[i], 'attempts', 0)
+  redis.call('HSET', KEYS[i], 'model', ARGV[at], 'created_at_ms', ARGV[at + 1],
+    'deadline_ms', ARGV[at + 2])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return #KEYS
+"""
+
 # KEYS[1] task hash. ARGV: worker id, now ms, ttl s, "1" to leave a running task alone.
 # Returns the status before the call; the task is running now unless that was final (or it
 # was running and left alone). A task with no record (Redis lost its data) runs and gets one.
@@ -158,7 +173,7 @@ return 1
 
 _SHA = {
     script: hashlib.sha1(script.encode()).hexdigest()
-    for script in (_MARK_RUNNING, _FINISH, _REJECT)
+    for script in (_CREATE, _MARK_RUNNING, _FINISH, _REJECT)
 }
 
 
@@ -236,24 +251,14 @@ class TaskStore:
         raise AssertionError("unreachable")
 
     async def create(self, tasks: list[TaskEnvelope]) -> None:
-        """Records tasks as queued, in one round trip (one MULTI: no key lives without TTL).
-        The gateway may create a record after a worker took the task: the status and the
-        attempts are set only where no worker set them."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for task in tasks:
-                key = self._names.task(task.task_id)
-                pipe.hsetnx(key, "status", TaskStatus.QUEUED.value)
-                pipe.hsetnx(key, "attempts", 0)
-                pipe.hset(
-                    key,
-                    mapping={
-                        "model": task.model,
-                        "created_at_ms": task.created_at_ms,
-                        "deadline_ms": task.deadline_ms,
-                    },
-                )
-                pipe.expire(key, self._ttl_s)
-            await pipe.execute()
+        """Records tasks as queued, in one round trip. The gateway may create a record after
+        a worker took the task: see ``_CREATE``."""
+        keys: list[str] = []
+        args: list[Any] = [self._ttl_s]
+        for task in tasks:
+            keys.append(self._names.task(task.task_id))
+            args += [task.model, task.created_at_ms, task.deadline_ms]
+        await self._run_scripts([(_CREATE, keys, args)])
 
     async def reject(self, task_id: str) -> bool:
         """Marks a task whose publish failed as never accepted, so that a copy that reached

@@ -27,7 +27,7 @@ def model_queue_arguments(
     if queue_type == "classic":
         # Persistent messages and confirms keep accepted tasks through a broker restart; the
         # worker counts each task's starts in Redis and fails one that keeps crashing it.
-        return {"x-queue-type": "classic", "x-queue-version": 2, **common}
+        return {"x-queue-type": "classic", **common}
     return {
         "x-queue-type": "quorum",
         # The broker, too, dead-letters a message that keeps killing its workers.

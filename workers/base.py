@@ -34,6 +34,10 @@ class Model(Generic[RequestT, ResponseT]):
     #: Most requests `process_batch` receives at once, and how long to wait to fill a batch.
     max_batch_size: ClassVar[int] = 1
     max_batch_delay_ms: ClassVar[float] = 0.0
+    #: Batches the worker runs at the same time. More than one lets a quick model run the
+    #: next batch while the last one's results travel to Redis; a model that keeps a core
+    #: busy gains nothing from it.
+    concurrency: ClassVar[int] = 1
     #: Whether a task is marked ``running`` in Redis before the model runs it. False saves
     #: a Redis round trip per batch, for models that answer within a millisecond or so
     #: (nobody would see them running): on its first delivery a task then goes from

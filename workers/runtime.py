@@ -60,7 +60,8 @@ class Worker:
             if settings.max_batch_delay_ms is not None
             else model.max_batch_delay_ms
         ) / 1000
-        self.prefetch = settings.prefetch or max(4, 2 * self.max_batch_size * settings.concurrency)
+        self.concurrency = settings.concurrency or model.concurrency
+        self.prefetch = settings.prefetch or max(4, 2 * self.max_batch_size * self.concurrency)
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._in_flight = 0  # messages
@@ -94,7 +95,7 @@ class Worker:
             self._stopping,
             max_batch_size=self.max_batch_size,
             delivery_limit=self.settings.delivery_limit,
-            ack_multiple=self.settings.concurrency == 1,
+            ack_multiple=self.concurrency == 1,
         )
         self._registry = Registry(
             self._redis, self.names, self.settings.heartbeat_ttl_s, self.settings.model_record_ttl_s
@@ -107,7 +108,7 @@ class Worker:
         )
         self._runners = [
             asyncio.create_task(self._run_batches(), name=f"runner-{i}")
-            for i in range(self.settings.concurrency)
+            for i in range(self.concurrency)
         ]
         await self._consume()
         await retry_redis(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from starlette.datastructures import Headers
 from api_service.codec import decode_request, task_view
 from api_service.responses import JSONResponse
 from api_service.state import Gateway, gateway
+from api_service.submission import Submitted
 from inferq.errors import BodyTooLarge, InvalidRequest
 from inferq.tasks import new_task_id, now_ms
 from inferq.tracing import extract, inject
@@ -102,14 +104,25 @@ async def answer_prediction(
         task_id = new_task_id()
         # Watched before it is published: its result can come back before the confirm does.
         with gw.waiter.watching(task_id) if wait else contextlib.nullcontext() as done:
-            submitted = await gw.submitter.submit(
-                entry,
-                message,
-                deadline_s=deadline_s,
-                idempotency_key=headers.get("idempotency-key"),
-                trace_context=trace_context,
-                task_id=task_id,
+            submitting = asyncio.ensure_future(
+                gw.submitter.submit(
+                    entry,
+                    message,
+                    deadline_s=deadline_s,
+                    idempotency_key=headers.get("idempotency-key"),
+                    trace_context=trace_context,
+                    task_id=task_id,
+                )
             )
+            if done is not None:
+                await asyncio.wait((submitting, done), return_when=asyncio.FIRST_COMPLETED)
+            if done is not None and done.done() and not submitting.done():
+                # Finished before the broker's confirm came back (the worker can be quicker):
+                # a finished task was accepted, so answer now; the submission ends behind.
+                _finish_behind(gw, submitting)
+                submitted = Submitted(task_id, created=True)
+            else:
+                submitted = await submitting
             span.set_attribute("inferq.task_id", submitted.task_id)
             logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
             if done is not None and submitted.created:
@@ -134,6 +147,18 @@ async def answer_prediction(
         "location": answer_headers["Location"],
     }
     return JSONResponse(accepted, status_code=202, headers=answer_headers)
+
+
+def _finish_behind(gw: Gateway, submitting: asyncio.Future[Submitted]) -> None:
+    """Keeps the submission referenced until it ends, and logs it if it failed."""
+
+    def ended(future: asyncio.Future[Submitted]) -> None:
+        gw.submissions_behind.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.warning("a finished task's submission failed: %r", future.exception())
+
+    gw.submissions_behind.add(submitting)
+    submitting.add_done_callback(ended)
 
 
 def _header_deadline(headers: Headers) -> float | None:

@@ -5,12 +5,37 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 
-from api_service.codec import decode_request
+from api_service.codec import decode_request, message_to_json
+from api_service.responses import JSONResponse
 from inferq.errors import InvalidRequest
-from proto.models_pb2 import ModelARequest, ModelBRequest
+from proto.models_pb2 import ModelARequest, ModelAResponse, ModelBRequest, ModelBResponse
 from proto.task_pb2 import TaskEnvelope
+
+
+def _int64_values() -> type:
+    """A message with 64-bit integers, built here: no shipped message has one."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="codec_test.proto", package="inferq.codectest", syntax="proto3"
+    )
+    message = file.message_type.add(name="Int64Values")
+    message.field.add(name="one", number=1, type=FieldDescriptorProto.TYPE_INT64)
+    message.field.add(
+        name="many",
+        number=2,
+        type=FieldDescriptorProto.TYPE_UINT64,
+        label=FieldDescriptorProto.LABEL_REPEATED,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("inferq.codectest.Int64Values")
+    )
+
+
+Int64Values = _int64_values()
 
 
 def reference(body: bytes, message_class: type) -> object:
@@ -57,3 +82,24 @@ def test_refuses_what_the_json_mapping_refuses(
     with pytest.raises(InvalidRequest) as refused:
         decode_request(body, "application/json", message_class)
     assert words in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        ModelBResponse(label=3, probabilities=[0.1, 1 / 3, 2e-7, 0.999999, 1e-30, 0.0]),
+        ModelBResponse(),  # defaults are printed too
+        ModelAResponse(reply="Processed message: é"),
+        ModelBResponse(label=1, probabilities=[float("nan"), float("inf")]),  # json_format's
+        TaskEnvelope(task_id="t", created_at_ms=2**40, request=b"\x00"),  # bytes: json_format
+        Int64Values(one=-(2**62), many=[1, 2**63 - 1]),  # 64-bit integers are strings
+    ],
+)
+def test_results_read_as_the_json_mapping_prints_them(message: object) -> None:
+    rendered = orjson.loads(JSONResponse({"result": message_to_json(message)}).body)
+    expected = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    assert rendered == {"result": expected}
+    # The same text, not only the same numbers: float32 values in their shortest form.
+    assert orjson.dumps(rendered) == orjson.dumps({"result": expected})
