@@ -1,7 +1,8 @@
 """Packs tasks for one queue into shared messages: the tasks that arrive while a publish to
-that queue awaits its confirm go out together in the next message, with their records
-created in one Redis round trip. Under load, one broker message, one confirm and one Redis
-transaction serve many requests; a lone request is published at once, never delayed."""
+that queue awaits its confirm go out together in the next message (up to the model's batch
+size), with their records created in one Redis round trip. Under load, one broker message,
+one confirm and one Redis call serve many requests; a lone request is published at once,
+never delayed."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class _Lane:
 
     waiting: list[tuple[TaskEnvelope, asyncio.Future[None]]] = field(default_factory=list)
     publishing: int = 0
+    max_tasks: int = 1  # per message
 
 
 class PublishBatcher:
@@ -33,14 +35,20 @@ class PublishBatcher:
         self._lanes: dict[str, _Lane] = {}
         self._publishers: set[asyncio.Task[None]] = set()
 
-    async def submit(self, queue: str, task: TaskEnvelope) -> None:
+    async def submit(self, queue: str, task: TaskEnvelope, batch_size: int) -> None:
         """Records ``task`` as queued and publishes it; returns once the broker confirmed.
-        Raises what the store or the broker raised (a RedisError, or an InferqError for the
-        broker: unavailable, queue full)."""
+        ``batch_size``: the model's; a message holds no more tasks than that, so that each
+        worker gets no more than it runs at once (the others get the rest). Raises what the
+        store or the broker raised (a RedisError, or an InferqError for the broker:
+        unavailable, queue full)."""
         future = asyncio.get_running_loop().create_future()
         lane = self._lanes.setdefault(queue, _Lane())
+        lane.max_tasks = max(1, min(self._max_tasks, batch_size))
         lane.waiting.append((task, future))
-        if lane.publishing < self._max_in_flight:
+        # One more publish only for tasks the ones under way will not take in their next
+        # message: packing stays full, and one-task messages (batch size 1) go out in parallel.
+        more = len(lane.waiting) > lane.publishing * lane.max_tasks
+        if more and lane.publishing < self._max_in_flight:
             lane.publishing += 1
             publisher = asyncio.create_task(self._publish_waiting(queue, lane))
             self._publishers.add(publisher)  # a reference, so it is not collected mid-way
@@ -50,8 +58,8 @@ class PublishBatcher:
     async def _publish_waiting(self, queue: str, lane: _Lane) -> None:
         try:
             while lane.waiting:
-                batch = lane.waiting[: self._max_tasks]
-                del lane.waiting[: self._max_tasks]
+                batch = lane.waiting[: lane.max_tasks]
+                del lane.waiting[: lane.max_tasks]
                 # A request that went away before its task went out is not published.
                 batch = [(task, future) for task, future in batch if not future.done()]
                 if not batch:

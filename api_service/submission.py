@@ -74,7 +74,7 @@ class TaskSubmitter:
             trace_context=trace_context or {},
         )
         try:
-            await self._batcher.submit(entry.record.queue, envelope)
+            await self._batcher.submit(entry.record.queue, envelope, entry.record.max_batch_size)
         except InferqError as error:
             # The broker may still get the message after we gave up on its confirm: mark the
             # task rejected so no worker runs it, unless one already did (then it counts).

@@ -79,13 +79,17 @@ class GatewaySettings(CommonSettings):
         5.0, gt=0, description="Longest wait for the broker to confirm a publish; then 503."
     )
     max_tasks_per_message: int = Field(
-        32,
+        64,
         ge=1,
         description="Most tasks packed into one queue message (those that arrive while the "
-        "previous publish to the queue awaits its confirm).",
+        "previous publish to the queue awaits its confirm), and never more than the model's "
+        "max_batch_size.",
     )
-    publishes_in_flight: int = Field(
-        1, ge=1, description="Publishes to one queue awaiting their confirm at the same time."
+    max_publishes_in_flight: int = Field(
+        16,
+        ge=1,
+        description="Most publishes to one queue awaiting their confirm at once (one more "
+        "starts only for tasks the others will not take).",
     )
 
 

@@ -23,6 +23,9 @@ class ModelRecord:
     queue_max_length: int
     description: str = ""
     registered_at_ms: int = 0
+    #: Most requests a worker runs as one batch: the gateway packs no more tasks than this
+    #: into one message, so a message never holds more work than one worker runs at once.
+    max_batch_size: int = 1
 
     def to_json(self) -> bytes:
         data = asdict(self)

@@ -66,7 +66,7 @@ def test_a_small_backlog_is_queued_sampled_read_back_and_dropped(tmp_path: Path)
     assert result["submission"]["errors"] == {} and result["warmup_errors"] == 0
     # The worker sleeps 50 ms a task: nearly all of them were still queued at some sample.
     assert result["tasks_waiting_peak"] >= 1_000
-    assert 0 < result["queue_depth_peak"] <= result["tasks_waiting_peak"]
+    assert 0 < result["queue_depth_peak"] <= 2_000  # messages: one task or more each
     assert set(result["read_back"]) <= {"queued", "running", "succeeded"}
     assert sum(result["read_back"].values()) >= 100
     for name in ("gateway", "worker-0"):

@@ -193,6 +193,7 @@ class Worker:
             response_type=model.response_type.DESCRIPTOR.full_name,
             descriptor_set=build_descriptor_set(model.request_type, model.response_type),
             queue_max_length=self._queue_max_length,
+            max_batch_size=self.max_batch_size,
             description=model.description,
             registered_at_ms=now_ms(),
         )
