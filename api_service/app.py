@@ -15,7 +15,7 @@ from api_service.broker import TaskPublisher
 from api_service.catalog import ModelCatalog
 from api_service.dead_letters import DeadLetterConsumer
 from api_service.errors import install_error_handlers
-from api_service.fast_predict import FastPredict
+from api_service.hot_path import HotPath
 from api_service.metrics import MetricsMiddleware
 from api_service.responses import JSONResponse
 from api_service.routes import dashboard, health, models, predict, tasks
@@ -31,9 +31,9 @@ from model_registry.registry import Registry
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastPredict:
+def create_app(settings: GatewaySettings | None = None) -> HotPath:
     """The gateway's ASGI app: the predictions' fast path in front of the FastAPI app."""
-    return FastPredict(create_fastapi_app(settings or GatewaySettings()))
+    return HotPath(create_fastapi_app(settings or GatewaySettings()))
 
 
 def create_fastapi_app(settings: GatewaySettings) -> FastAPI:

@@ -75,7 +75,7 @@ async def predict(
     ] = None,
 ) -> JSONResponse:
     """This route documents the call and words the errors of unusual query strings; the
-    requests it understands are served by `api_service.fast_predict` before they reach it."""
+    requests it understands are served by `api_service.hot_path` before they reach it."""
     return await answer_prediction(gw, model, request.headers, request.stream(), wait, deadline_s)
 
 

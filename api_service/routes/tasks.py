@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from api_service.codec import task_view
 from api_service.responses import JSONResponse
+from api_service.routes.predict import MAX_WAIT_S
 from api_service.state import Gateway, gateway
 from inferq.errors import TaskNotFound
 from inferq.tasks import TaskStatus, now_ms
@@ -22,8 +23,16 @@ _TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 async def get_task(
     task_id: str,
     gw: Annotated[Gateway, Depends(gateway)],
-    wait: Annotated[float, Query(ge=0, le=30, description="Hold up to S seconds until final")] = 0,
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_WAIT_S, description="Hold up to S seconds until final")
+    ] = 0,
 ) -> JSONResponse:
+    """This route documents the call and words the errors of unusual query strings; the
+    requests it understands are served by `api_service.hot_path` before they reach it."""
+    return await answer_task(gw, task_id, wait)
+
+
+async def answer_task(gw: Gateway, task_id: str, wait: float) -> JSONResponse:
     if not _TASK_ID.match(task_id):
         raise TaskNotFound(f"no task {task_id!r}", task_id=task_id)
     if wait:

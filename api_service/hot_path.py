@@ -1,0 +1,119 @@
+"""The hot path: ``POST /predict/{model}`` and ``GET /tasks/{task_id}`` served in front of
+FastAPI.
+
+FastAPI's routing, dependency solving and middleware stack cost the gateway about as much CPU
+per prediction as the whole of its own work (py-spy, load_testing/README.md). This ASGI app
+takes the requests it fully understands (a model name or task id, and in the query at most
+``wait`` and, for a prediction, ``timeout``, as numbers in range) straight to
+`answer_prediction` and `answer_task`, with the same metrics and error answers as the FastAPI
+app; everything else goes to the FastAPI app, whose routes document the calls and word the
+errors of unusual query strings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
+
+from api_service.errors import error_response
+from api_service.metrics import REQUEST_SECONDS, REQUESTS
+from api_service.responses import JSONResponse
+from api_service.routes.predict import MAX_DEADLINE_S, MAX_WAIT_S, answer_prediction
+from api_service.routes.tasks import answer_task
+from api_service.state import Gateway
+from inferq.errors import ModelNotFound
+
+PREDICT, PREDICT_ROUTE = "/predict/", "/predict/{model}"
+TASKS, TASKS_ROUTE = "/tasks/", "/tasks/{task_id}"
+
+
+class HotPath:
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and path.startswith(PREDICT):
+                model = path[len(PREDICT) :]
+                query = _query(scope["query_string"], ("wait", "timeout"))
+                if model and "/" not in model and query is not None:
+                    answer = answer_prediction(
+                        self.gateway, model, Headers(scope=scope), _body(receive), *query
+                    )
+                    await self._serve(scope, receive, send, PREDICT_ROUTE, answer, model)
+                    return
+            elif method == "GET" and path.startswith(TASKS):
+                task_id = path[len(TASKS) :]
+                query = _query(scope["query_string"], ("wait",))
+                if task_id and "/" not in task_id and query is not None:
+                    answer = answer_task(self.gateway, task_id, query[0])
+                    await self._serve(scope, receive, send, TASKS_ROUTE, answer, "")
+                    return
+        await self.app(scope, receive, send)
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.app.state.gateway  # type: ignore[no-any-return]
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: str,
+        answer: Coroutine[Any, Any, JSONResponse],
+        model: str,
+    ) -> None:
+        """Sends the answer (or the error's), and counts and times it as the FastAPI app's
+        metrics middleware would."""
+        started = time.perf_counter()
+        try:
+            response = await answer
+        except Exception as error:  # noqa: BLE001 - every error gets its JSON answer
+            response = error_response(error, scope["method"], scope["path"])
+            # Unknown models are not labels: a client could otherwise make endless series.
+            if isinstance(error, ModelNotFound):
+                model = ""
+        await response(scope, receive, send)
+        REQUESTS.labels(route, model, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels(route, model).observe(time.perf_counter() - started)
+
+
+def _query(raw: bytes, names: tuple[str, ...]) -> tuple[float, float | None] | None:
+    """``(wait, timeout)`` from a query string, or None if it holds anything but ``names``,
+    or a value that is not a number in range (FastAPI then answers, with its wording of the
+    error)."""
+    wait, deadline_s = 0.0, None
+    if not raw:
+        return wait, deadline_s
+    try:
+        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            number = float(value)
+            if name not in names:
+                return None
+            if name == "wait" and 0 <= number <= MAX_WAIT_S:
+                wait = number
+            elif name == "timeout" and 0 < number <= MAX_DEADLINE_S:
+                deadline_s = number
+            else:
+                return None
+    except ValueError:
+        return None
+    return wait, deadline_s
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
