@@ -154,7 +154,13 @@ def _iso(ms: int | None) -> str | None:
     if not ms:
         return None
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    """A task's timestamps fall within a few seconds: each second is formatted once."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def task_view(state: TaskState, response_class: type[Message] | None, at_ms: int) -> dict[str, Any]:

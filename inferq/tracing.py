@@ -9,8 +9,13 @@ at a fraction of the cost (recording spans nobody reads cost the gateway 25 % th
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, MutableMapping
+import re
+import secrets
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -21,6 +26,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _propagator = TraceContextTextMapPropagator()
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_TRACEPARENT_IDS = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_NO_TRACE = "0" * 32
+_recording = False  # set by setup_tracing: whether spans are recorded and exported
 
 
 def setup_tracing(service_name: str) -> None:
@@ -43,7 +52,57 @@ def setup_tracing(service_name: str) -> None:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     else:
         provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    global _recording
+    _recording = wants_otlp or exporter == "console"
     trace.set_tracer_provider(provider)
+
+
+@dataclass(frozen=True)
+class ServerSpan:
+    trace_context: dict[str, str]  # what to pass on: traceparent (and tracestate)
+    span: trace.Span  # a no-op span when nothing is recorded
+
+
+@contextlib.contextmanager
+def server_span(name: str, headers: Mapping[str, str], **attributes: Any) -> Iterator[ServerSpan]:
+    """A server span that continues the caller's trace. When nothing is recorded it is only
+    the trace context, made by hand: the SDK's no-op spans, context switches and propagator
+    cost the gateway ~10 % of its CPU per request for the same two ids."""
+    if _recording:
+        with trace.get_tracer(__name__).start_as_current_span(
+            name, context=extract(headers), kind=trace.SpanKind.SERVER, attributes=attributes
+        ) as span:
+            yield ServerSpan(dict(inject({})), span)
+        return
+    yield ServerSpan(_continued(headers), trace.INVALID_SPAN)
+
+
+def start_consumer_span(name: str, carrier: Mapping[str, str], **attributes: Any) -> trace.Span:
+    """A span for work on behalf of a message whose trace context is ``carrier``; the
+    caller ends it. When nothing is recorded: a no-op span that carries the caller's ids (for
+    log lines), made without the SDK's cost."""
+    if _recording:
+        return trace.get_tracer(__name__).start_span(
+            name, context=extract(carrier), kind=trace.SpanKind.CONSUMER, attributes=attributes
+        )
+    match = _TRACEPARENT_IDS.match(carrier.get("traceparent", ""))
+    if match is None:
+        return trace.INVALID_SPAN
+    trace_id, span_id = match.groups()
+    return trace.NonRecordingSpan(
+        trace.SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True)
+    )
+
+
+def _continued(headers: Mapping[str, str]) -> dict[str, str]:
+    """The caller's trace id (a new one if it sent none, or an invalid one) with a new span
+    id, not sampled: what the SDK propagates from a span its sampler dropped."""
+    match = _TRACEPARENT.match(headers.get("traceparent", ""))
+    trace_id = match.group(1) if match and match.group(1) != _NO_TRACE else secrets.token_hex(16)
+    context = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-00"}
+    if match and "tracestate" in headers:
+        context["tracestate"] = headers["tracestate"]
+    return context
 
 
 def extract(carrier: Mapping[str, str]) -> Context:

@@ -29,13 +29,12 @@ from inferq.tasks import (
     delivery_limit_exceeded,
     now_ms,
 )
-from inferq.tracing import extract
+from inferq.tracing import start_consumer_span
 from proto.task_pb2 import TaskBatch, TaskEnvelope
 from workers import metrics
 from workers.base import Model
 
 logger = logging.getLogger(__name__)
-_tracer = trace.get_tracer(__name__)
 
 STORE_RETRY_S = 0.5
 T = TypeVar("T")
@@ -95,6 +94,10 @@ class BatchProcessor:
         self.tasks_failed = 0
         self.tasks_in_flight = 0
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(model.name)
+        self._queue_wait = metrics.QUEUE_WAIT_SECONDS.labels(model.name)
+        self._inference_seconds = metrics.INFERENCE_SECONDS.labels(model.name)
+        self._batch_size = metrics.BATCH_SIZE.labels(model.name)
+        self._span_name = f"run {model.name}"
 
     def _with_redis(self, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return retry_redis(call, self._stopping)
@@ -141,15 +144,12 @@ class BatchProcessor:
                 await settle(message.reject(requeue=False))
                 continue
             for envelope in tasks:
-                span = _tracer.start_span(
-                    f"run {self.model.name}",
-                    context=extract(envelope.trace_context),
-                    kind=trace.SpanKind.CONSUMER,
-                    attributes={"inferq.task_id": envelope.task_id, "inferq.model": envelope.model},
+                span = start_consumer_span(
+                    self._span_name,
+                    envelope.trace_context,
+                    **{"inferq.task_id": envelope.task_id, "inferq.model": envelope.model},
                 )
-                metrics.QUEUE_WAIT_SECONDS.labels(self.model.name).observe(
-                    max(0, picked_up_ms - envelope.created_at_ms) / 1000
-                )
+                self._queue_wait.observe(max(0, picked_up_ms - envelope.created_at_ms) / 1000)
                 deliveries.append(Delivery(message, envelope, span))
         return deliveries
 
@@ -164,9 +164,15 @@ class BatchProcessor:
             span.set_status(
                 trace.StatusCode.ERROR, f"{outcome.error_type}: {outcome.error_message}"
             )
+        level = (
+            logging.DEBUG if outcome and outcome.status is TaskStatus.SUCCEEDED else logging.INFO
+        )
+        if not logger.isEnabledFor(level):
+            span.end()
+            return
         context = span.get_span_context()
         logger.log(
-            logging.DEBUG if outcome and outcome.status is TaskStatus.SUCCEEDED else logging.INFO,
+            level,
             "task %s%s",
             status,
             f": {outcome.error_type}: {outcome.error_message}"
@@ -277,8 +283,8 @@ class BatchProcessor:
         started = time.perf_counter()
         try:
             responses = await self.model.process_batch(requests)
-            metrics.INFERENCE_SECONDS.labels(self.model.name).observe(time.perf_counter() - started)
-            metrics.BATCH_SIZE.labels(self.model.name).observe(len(requests))
+            self._inference_seconds.observe(time.perf_counter() - started)
+            self._batch_size.observe(len(requests))
             return [Outcome(TaskStatus.SUCCEEDED, result=r.SerializeToString()) for r in responses]
         except Exception as error:  # noqa: BLE001 - any error of the model fails its task
             if len(requests) == 1:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from opentelemetry import trace
-from starlette.datastructures import Headers
 
 from api_service.codec import decode_request, task_view
 from api_service.responses import JSONResponse
@@ -18,10 +16,9 @@ from api_service.state import Gateway, gateway
 from api_service.submission import Submitted
 from inferq.errors import BodyTooLarge, InvalidRequest
 from inferq.tasks import new_task_id, now_ms
-from inferq.tracing import extract, inject
+from inferq.tracing import server_span
 
 logger = logging.getLogger(__name__)
-_tracer = trace.get_tracer(__name__)
 router = APIRouter()
 
 TIMEOUT_HEADER = "x-inferq-timeout"
@@ -41,7 +38,7 @@ REQUEST_BODY_DOC: dict[str, Any] = {
 }
 
 
-async def read_body(headers: Headers, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], limit: int) -> bytes:
     """The body, refusing (413) to buffer more than ``limit`` bytes."""
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -82,23 +79,18 @@ async def predict(
 async def answer_prediction(
     gw: Gateway,
     model: str,
-    headers: Headers,
+    headers: Mapping[str, str],
     body: AsyncIterator[bytes],
     wait: float,
     deadline_s: float | None,
 ) -> JSONResponse:
     """Validate, store as queued, publish with confirm; answer 202, or 200 with the finished
     task when it ends within ``wait`` seconds."""
-    with _tracer.start_as_current_span(
-        "POST /predict/{model}",
-        context=extract(headers),
-        kind=trace.SpanKind.SERVER,
-        attributes={"inferq.model": model},
-    ) as span:
+    with server_span("POST /predict/{model}", headers, **{"inferq.model": model}) as span:
         entry = await gw.catalog.require_live(model)
         raw = await read_body(headers, body, gw.settings.max_body_bytes)
         message = decode_request(raw, headers.get("content-type", ""), entry.request_class)
-        trace_context = dict(inject({}))
+        trace_context = span.trace_context
         deadline_s = deadline_s or _header_deadline(headers) or gw.settings.default_deadline_s
         wait = min(wait, gw.settings.max_wait_s)
         task_id = new_task_id()
@@ -123,7 +115,7 @@ async def answer_prediction(
                 submitted = Submitted(task_id, created=True)
             else:
                 submitted = await submitting
-            span.set_attribute("inferq.task_id", submitted.task_id)
+            span.span.set_attribute("inferq.task_id", submitted.task_id)
             logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
             if done is not None and submitted.created:
                 state = await gw.waiter.wait_watched(task_id, done, wait, pending=True)
@@ -161,7 +153,7 @@ def _finish_behind(gw: Gateway, submitting: asyncio.Future[Submitted]) -> None:
     submitting.add_done_callback(ended)
 
 
-def _header_deadline(headers: Headers) -> float | None:
+def _header_deadline(headers: Mapping[str, str]) -> float | None:
     """The ``X-Inferq-Timeout`` header (seconds), the header form of ``?timeout=``."""
     raw = headers.get(TIMEOUT_HEADER)
     if raw is None:
