@@ -133,21 +133,29 @@ def message_to_json(message: Message) -> dict[str, Any]:
     numpy float32 values, which the orjson response writes in their shortest form, as
     json_format does."""
     fields = _plain_fields(message.DESCRIPTOR)
-    if fields is None or not all(_finite(message, f) for f in fields if f.type in _FLOAT_TYPES):
-        return json_format.MessageToDict(
-            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
+    if fields is None:
+        return _printed(message)
     view: dict[str, Any] = {}
     for field in fields:
         value = getattr(message, field.name)
-        if field.type == FieldDescriptor.TYPE_FLOAT:
-            value = np.asarray(value, np.float32) if field.repeated else np.float32(value)
+        if field.type in _FLOAT_TYPES:
+            # NaN and infinities are strings in the JSON mapping: json_format's job.
+            dtype = np.float32 if field.type == FieldDescriptor.TYPE_FLOAT else np.float64
+            value = np.asarray(value, dtype) if field.repeated else dtype(value)
+            if not np.isfinite(value).all():
+                return _printed(message)
         elif field.type in _INT64_TYPES:
             value = [str(v) for v in value] if field.repeated else str(value)
         elif field.repeated:
             value = list(value)
         view[field.name] = value
     return view
+
+
+def _printed(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _iso(ms: int | None) -> str | None:

@@ -94,8 +94,15 @@ def _query(raw: bytes, names: tuple[str, ...]) -> tuple[float, float | None] | N
     wait, deadline_s = 0.0, None
     if not raw:
         return wait, deadline_s
+    text = raw.decode("latin-1")
+    # Plain "wait=2&timeout=30" needs no unquoting; anything escaped takes parse_qsl.
+    pairs = (
+        [tuple(pair.partition("=")[::2]) for pair in text.split("&")]
+        if "%" not in text and "+" not in text
+        else parse_qsl(text, keep_blank_values=True)
+    )
     try:
-        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        for name, value in pairs:
             number = float(value)
             if name not in names:
                 return None

@@ -78,6 +78,8 @@ class TaskWaiter:
                 if state is None or state.status.is_final:
                     return state
             remaining = deadline - time.monotonic()
+            if future.done():
+                return future.result()
             if remaining <= 0:
                 return state
             await asyncio.wait((future,), timeout=min(remaining, REREAD_S))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
-import secrets
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,8 +98,12 @@ def _continued(headers: Mapping[str, str]) -> dict[str, str]:
     """The caller's trace id (a new one if it sent none, or an invalid one) with a new span
     id, not sampled: what the SDK propagates from a span its sampler dropped."""
     match = _TRACEPARENT.match(headers.get("traceparent", ""))
-    trace_id = match.group(1) if match and match.group(1) != _NO_TRACE else secrets.token_hex(16)
-    context = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-00"}
+    # Not secret, only unique: random, as the SDK's own id generator (no system call).
+    if match and match.group(1) != _NO_TRACE:
+        trace_id = match.group(1)
+    else:
+        trace_id = f"{random.getrandbits(128) or 1:032x}"
+    context = {"traceparent": f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-00"}
     if match and "tracestate" in headers:
         context["tracestate"] = headers["tracestate"]
     return context
