@@ -22,6 +22,10 @@ class BigMLP(ModelB):
     max_batch_size = 64
     max_batch_delay_ms = 2.0
     weights = Path(__file__).parent / "weights" / "big_mlp.onnx"
+    # A batch takes milliseconds: in the worker's thread, seen running, one batch at a time.
+    infer_on_loop = False
+    mark_running = True
+    concurrency = 1
 
     async def load(self) -> None:
         if not self.weights.exists():
