@@ -42,7 +42,8 @@ class Model(Generic[RequestT, ResponseT]):
     #: a Redis round trip per batch, for models that answer within a millisecond or so
     #: (nobody would see them running): on its first delivery a task then goes from
     #: ``queued`` straight to its final state. A redelivered one is always marked, so a
-    #: task that crashes its worker is still found out and failed (one crash later).
+    #: task that crashes its worker is still found out and failed (one crash later); its
+    #: ``attempts`` count the recorded starts, so a killed unmarked run is not among them.
     mark_running: ClassVar[bool] = True
     #: Queue length limit for this model; None takes ``INFERQ_QUEUE_MAX_LENGTH``.
     queue_max_length: ClassVar[int | None] = None
