@@ -89,3 +89,29 @@ def _status(url: str) -> int:
         return httpx.get(url, timeout=2).status_code
     except httpx.HTTPError:
         return 0
+
+
+def test_query_strings_the_hot_path_declines_are_answered_by_fastapi(shared_stack: Stack) -> None:
+    """The hot path serves plain ``?wait=`` and ``?timeout=``; anything else reaches the FastAPI
+    routes, which answer in the same shapes and word the errors."""
+    predict, metrics = f"{shared_stack.url}/predict/model_a", f"{shared_stack.url}/metrics"
+    body = {"data": "routes"}
+    served = {
+        "hot": httpx.post(predict, json=body, params={"wait": "5", "timeout": "60"}),
+        "escaped": httpx.post(predict, json=body, params={"wait": "5 "}),  # "5+": unquoted
+        "extra": httpx.post(predict, json=body, params={"wait": "5", "other": "1"}),
+    }
+    for name, answer in served.items():
+        assert answer.status_code == 200, (name, answer.text)
+        assert answer.json()["result"] == {"reply": "Processed message: routes"}, name
+    task_id = served["extra"].json()["task_id"]
+    fetched = httpx.get(f"{shared_stack.url}/tasks/{task_id}", params={"wait": "1", "x": "y"})
+    assert fetched.json() == served["extra"].json()
+    for params in ({"wait": "soon"}, {"wait": "31"}, {"timeout": "0"}, {"wait": "nan"}):
+        refused = httpx.post(predict, json=body, params=params)
+        assert refused.status_code == 422, (params, refused.text)
+        assert refused.json()["error"]["type"] == "InvalidRequest"
+        assert list(params)[0] in refused.json()["error"]["message"]
+    # Both paths count the route the same way in the gateway's metrics.
+    text = httpx.get(metrics).text
+    assert 'route="/predict/{model}",model="model_a",status="200"' in text
