@@ -114,4 +114,4 @@ def test_query_strings_the_hot_path_declines_are_answered_by_fastapi(shared_stac
         assert list(params)[0] in refused.json()["error"]["message"]
     # Both paths count the route the same way in the gateway's metrics.
     text = httpx.get(metrics).text
-    assert 'route="/predict/{model}",model="model_a",status="200"' in text
+    assert 'model="model_a",route="/predict/{model}",status="200"' in text
