@@ -54,7 +54,7 @@ def create_fastapi_app(settings: GatewaySettings) -> FastAPI:
 
         publisher = TaskPublisher(settings.amqp_url, settings.publish_timeout_s, on_broker_connect)
         await publisher.start()
-        waiter = TaskWaiter(redis, names.task_done_channel, store)
+        waiter = TaskWaiter(redis, names.task_done_channel, store, settings.result_ttl_s)
         waiter.start()
         catalog = ModelCatalog(registry, settings.registry_cache_s, settings.heartbeat_ttl_s)
         batcher = PublishBatcher(

@@ -1,11 +1,13 @@
 """Long-polling without polling: a request waiting on a task is answered by the task-done
-pub/sub message, which carries the task's final state (see `inferq.tasks`). The task hash
-stays the source of truth; a missed message (say, during a Redis reconnect) costs at most one
-re-read interval."""
+pub/sub message, which carries the task's final state (see `inferq.tasks`), and a poll for a
+task that finished moments ago by the state that message brought. The task hash stays the
+source of truth; a missed message (say, during a Redis reconnect) costs at most one re-read
+interval."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -19,15 +21,24 @@ from inferq.tasks import TaskState, TaskStore, read_notice
 logger = logging.getLogger(__name__)
 
 REREAD_S = 1.0
+# Final states seen in task-done messages, kept briefly: a final state never changes, so a
+# poll for a task that just finished needs no read (POST, then GET ?wait=, is how clients poll).
+FINISHED_KEPT = 10_000
+FINISHED_KEPT_S = 30.0
 
 
 class TaskWaiter:
-    def __init__(self, redis: Redis, channel: str, store: TaskStore) -> None:
+    def __init__(self, redis: Redis, channel: str, store: TaskStore, result_ttl_s: float) -> None:
         self._redis = redis
+        # Never longer than Redis keeps the task.
+        self._kept_s = min(FINISHED_KEPT_S, result_ttl_s)
         self._channel = channel
         self._store = store
         # One future per waiting request, answered with the task's final state.
         self._waiting: dict[str, list[asyncio.Future[TaskState]]] = {}
+        self._finished: collections.OrderedDict[str, tuple[float, TaskState]] = (
+            collections.OrderedDict()
+        )
         self._listener: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -55,8 +66,17 @@ class TaskWaiter:
                 if not futures:
                     del self._waiting[task_id]
 
+    def finished(self, task_id: str) -> TaskState | None:
+        """The task's final state if a task-done message brought it lately, else None."""
+        kept = self._finished.get(task_id)
+        if kept is None or time.monotonic() - kept[0] > self._kept_s:
+            return None
+        return kept[1]
+
     async def wait(self, task_id: str, timeout_s: float) -> TaskState | None:
         """The task once it is final or ``timeout_s`` passed, whichever is first."""
+        if (state := self.finished(task_id)) is not None:
+            return state
         with self.watching(task_id) as future:
             return await self.wait_watched(task_id, future, timeout_s)
 
@@ -93,7 +113,7 @@ class TaskWaiter:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
                     async for message in pubsub.listen():
-                        if message["type"] == "message" and self._waiting:
+                        if message["type"] == "message":
                             self._answer(message["data"])
             except (RedisError, OSError) as error:
                 logger.warning("task-done subscription lost, resubscribing: %s", error)
@@ -105,7 +125,14 @@ class TaskWaiter:
         except (ValueError, TypeError) as error:  # msgpack's errors are ValueErrors
             logger.warning("ignoring a task-done message that does not parse: %s", error)
             return
+        now = time.monotonic()
+        finished = self._finished
         for state in states:
+            finished[state.task_id] = (now, state)
             for future in self._waiting.get(state.task_id, ()):
                 if not future.done():
                     future.set_result(state)
+        while finished and (
+            len(finished) > FINISHED_KEPT or now - next(iter(finished.values()))[0] > self._kept_s
+        ):
+            finished.popitem(last=False)

@@ -38,7 +38,7 @@ async def answer_task(gw: Gateway, task_id: str, wait: float) -> JSONResponse:
     if wait:
         state = await gw.waiter.wait(task_id, min(wait, gw.settings.max_wait_s))
     else:
-        state = await gw.store.get(task_id)
+        state = gw.waiter.finished(task_id) or await gw.store.get(task_id)
     if state is None or state.status is TaskStatus.REJECTED:
         raise TaskNotFound(
             f"no task {task_id!r} (never existed, or its result expired)", task_id=task_id
