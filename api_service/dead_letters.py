@@ -93,7 +93,9 @@ class DeadLetterConsumer:
                     again,
                     headers={REPUBLISHED_HEADER: republished + 1},
                 )
-            await self._store.finish(outcomes, worker_id="")
+            await self._store.finish(
+                outcomes, worker_id="", tasks={task.task_id: task for task in tasks}
+            )
         except (RedisError, InferqError) as error:
             logger.warning("could not handle a dead letter, retrying: %s", error)
             await asyncio.sleep(1)

@@ -14,6 +14,7 @@ import enum
 import hashlib
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +118,9 @@ end
 return #KEYS
 """
 
-# KEYS[1] task hash. ARGV: worker id, now ms, ttl s, "1" to leave a running task alone.
+# KEYS[1] task hash. ARGV: worker id, now ms, ttl s, "1" to leave a running task alone, then
+# the task's model, created ms and deadline ms (the gateway writes the same; a worker can get
+# there first, as the gateway publishes while it creates the record).
 # Returns the status before the call; the task is running now unless that was final (or it
 # was running and left alone). A task with no record (Redis lost its data) runs and gets one.
 _MARK_RUNNING = f"""
@@ -125,7 +128,8 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if {_FINAL_LUA} or (status == 'running' and ARGV[4] == '1') then
   return status
 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker_id', ARGV[1], 'started_at_ms', ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker_id', ARGV[1], 'started_at_ms', ARGV[2],
+  'model', ARGV[5], 'created_at_ms', ARGV[6], 'deadline_ms', ARGV[7])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return status or ''
@@ -284,7 +288,7 @@ class TaskStore:
         return TaskState.from_hash(task_id, fields) if fields else None
 
     async def mark_running(
-        self, task_ids: list[str], worker_id: str, leave_running: bool = False
+        self, tasks: list[TaskEnvelope], worker_id: str, leave_running: bool = False
     ) -> list[TaskStatus | None]:
         """Move tasks to ``running``; returns each one's previous status (None: no record).
         With ``leave_running``, a task already running (its worker died) is not touched."""
@@ -292,14 +296,26 @@ class TaskStore:
         leave = "1" if leave_running else "0"
         replies = await self._run_scripts(
             [
-                (_MARK_RUNNING, [self._names.task(t)], [worker_id, at, self._ttl_s, leave])
-                for t in task_ids
+                (
+                    _MARK_RUNNING,
+                    [self._names.task(t.task_id)],
+                    [worker_id, at, self._ttl_s, leave, *_envelope_fields(t)[1::2]],
+                )
+                for t in tasks
             ]
         )
         return [TaskStatus(r.decode()) if r else None for r in replies]
 
-    async def finish(self, outcomes: dict[str, Outcome], worker_id: str) -> list[bool]:
-        """Write final states; returns, per task, whether this call was the one that wrote it."""
+    async def finish(
+        self,
+        outcomes: dict[str, Outcome],
+        worker_id: str,
+        tasks: Mapping[str, TaskEnvelope] | None = None,
+    ) -> list[bool]:
+        """Write final states; returns, per task, whether this call was the one that wrote it.
+        ``tasks``: the envelopes, whose model and times are written too (the same values the
+        gateway writes; a worker can finish a task before the gateway's write lands, and the
+        task-done message must carry them)."""
         if not outcomes:
             return []
         at = now_ms()
@@ -307,10 +323,23 @@ class TaskStore:
         args: list[Any] = [self._ttl_s]
         for task_id, outcome in outcomes.items():
             fields = outcome.fields(worker_id, at)
+            if tasks and task_id in tasks:
+                fields += _envelope_fields(tasks[task_id])
             keys.append(self._names.task(task_id))
             args += [task_id, len(fields), *fields]
         [replies] = await self._run_scripts([(_FINISH, keys, args)])
         return [bool(r) for r in replies]
+
+
+def _envelope_fields(task: TaskEnvelope) -> list[str | bytes]:
+    return [
+        "model",
+        task.model,
+        "created_at_ms",
+        str(task.created_at_ms),
+        "deadline_ms",
+        str(task.deadline_ms),
+    ]
 
 
 def read_notice(data: bytes) -> list[TaskState]:

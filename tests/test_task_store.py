@@ -35,11 +35,15 @@ async def test_a_final_state_is_written_once(redis: tuple[Redis, Names]) -> None
     await store.create([TaskEnvelope(task_id=task_id, model="m", created_at_ms=now_ms())])
     assert (await store.get(task_id)).status is TaskStatus.QUEUED  # type: ignore[union-attr]
 
-    assert await store.mark_running([task_id], "w1") == [TaskStatus.QUEUED]
+    assert await store.mark_running([TaskEnvelope(task_id=task_id, model="m")], "w1") == [
+        TaskStatus.QUEUED
+    ]
     first = Outcome(TaskStatus.SUCCEEDED, result=b"first")
     assert await store.finish({task_id: first}, "w1") == [True]
     # A redelivered copy finishing later changes nothing, and is told the task is final.
-    assert await store.mark_running([task_id], "w2") == [TaskStatus.SUCCEEDED]
+    assert await store.mark_running([TaskEnvelope(task_id=task_id, model="m")], "w2") == [
+        TaskStatus.SUCCEEDED
+    ]
     assert await store.finish({task_id: Outcome(TaskStatus.SUCCEEDED, result=b"second")}, "w2") == [
         False
     ]
@@ -62,14 +66,15 @@ async def test_a_running_task_can_be_left_alone(redis: tuple[Redis, Names]) -> N
     store = TaskStore(client, names, ttl_s=60)
     running, queued = new_task_id(), new_task_id()
     await store.create([TaskEnvelope(task_id=t, model="m") for t in (running, queued)])
-    await store.mark_running([running], "w1")
-    assert await store.mark_running([running, queued], "w2", leave_running=True) == [
+    envelopes = {t: TaskEnvelope(task_id=t, model="m") for t in (running, queued)}
+    await store.mark_running([envelopes[running]], "w1")
+    assert await store.mark_running(list(envelopes.values()), "w2", leave_running=True) == [
         TaskStatus.RUNNING,
         TaskStatus.QUEUED,
     ]
     left = await store.get(running)
     assert left is not None and (left.worker_id, left.attempts) == ("w1", 1)
-    assert await store.mark_running([running], "w2") == [TaskStatus.RUNNING]
+    assert await store.mark_running([envelopes[running]], "w2") == [TaskStatus.RUNNING]
     taken = await store.get(running)
     assert taken is not None and (taken.worker_id, taken.attempts) == ("w2", 2)
 
@@ -123,3 +128,30 @@ async def test_a_worker_that_stops_beating_drops_out(redis: tuple[Redis, Names])
     await registry.register(record, beat)
     await registry.deregister("m", "w1")
     assert await registry.live_workers("m") == []
+
+
+async def test_a_task_finished_before_its_record_was_created_is_announced_whole(
+    redis: tuple[Redis, Names],
+) -> None:
+    """The gateway creates the record as it publishes, so a quick worker can finish first:
+    the task-done message must still carry what the gateway would have written, and the
+    late create must not undo the final state."""
+    client, names = redis
+    store = TaskStore(client, names, ttl_s=60)
+    task = TaskEnvelope(task_id=new_task_id(), model="m", created_at_ms=now_ms(), deadline_ms=9)
+    async with client.pubsub() as pubsub:
+        await pubsub.subscribe(names.task_done_channel)
+        await pubsub.get_message(timeout=1)
+        await store.finish(
+            {task.task_id: Outcome(TaskStatus.SUCCEEDED, result=b"r")}, "w", {task.task_id: task}
+        )
+        message = await pubsub.get_message(timeout=2)
+    assert message is not None
+    [announced] = read_notice(message["data"])
+    assert (announced.model, announced.created_at_ms, announced.deadline_ms) == (
+        "m",
+        task.created_at_ms,
+        9,
+    )
+    await store.create([task])  # the gateway's write, landing late
+    assert await store.get(task.task_id) == announced

@@ -109,7 +109,9 @@ class BatchProcessor:
         self._count_in_flight(len(deliveries))
         try:
             outcomes = await self._run(deliveries)
-            stored = await self._store_outcomes(outcomes)
+            stored = await self._store_outcomes(
+                outcomes, {d.task_id: d.envelope for d in deliveries}
+            )
         except RedisError:  # raised only while stopping
             stored = False
         finally:
@@ -204,7 +206,7 @@ class BatchProcessor:
         # it: it is left alone here and run alone below.
         previous = await self._with_redis(
             lambda: self._store.mark_running(
-                [d.task_id for d in fresh], self._worker_id, leave_running=True
+                [d.envelope for d in fresh], self._worker_id, leave_running=True
             )
         )
         batch: list[tuple[Delivery, Any]] = []
@@ -252,10 +254,12 @@ class BatchProcessor:
         state = await self._with_redis(lambda: self._store.get(task_id))
         if state and state.attempts >= self._delivery_limit:
             # Started that many times, and its worker died each time: no more.
-            await self._store_outcomes({task_id: delivery_limit_exceeded(state.attempts)})
+            await self._store_outcomes(
+                {task_id: delivery_limit_exceeded(state.attempts)}, {task_id: delivery.envelope}
+            )
             return
         [status] = await self._with_redis(
-            lambda: self._store.mark_running([task_id], self._worker_id)
+            lambda: self._store.mark_running([delivery.envelope], self._worker_id)
         )
         if status and status.is_final:
             return
@@ -264,7 +268,7 @@ class BatchProcessor:
         self._add_request(delivery, alone, outcomes)
         if alone:
             [outcomes[delivery.task_id]] = await self._predict([alone[0][1]])
-        await self._store_outcomes(outcomes)
+        await self._store_outcomes(outcomes, {delivery.task_id: delivery.envelope})
 
     def _add_request(
         self, delivery: Delivery, batch: list[tuple[Delivery, Any]], outcomes: dict[str, Outcome]
@@ -291,11 +295,13 @@ class BatchProcessor:
                 return [_failure(type(error).__name__, error)]
         return [(await self._predict([request]))[0] for request in requests]
 
-    async def _store_outcomes(self, outcomes: dict[str, Outcome]) -> bool:
+    async def _store_outcomes(
+        self, outcomes: dict[str, Outcome], tasks: dict[str, TaskEnvelope]
+    ) -> bool:
         if not outcomes:
             return True
         try:
-            await self._with_redis(lambda: self._store.finish(outcomes, self._worker_id))
+            await self._with_redis(lambda: self._store.finish(outcomes, self._worker_id, tasks))
         except asyncio.CancelledError:
             raise
         except RedisError:

@@ -12,10 +12,11 @@ Modes (how a client gets its answer):
 What is sent to which model, and how a result is checked, is a `Workload` (model_b's digits
 by default). A request counts when it started after the warm-up and ended within the window;
 its latency runs from just before the POST to the checked final answer. Every answer is
-checked: HTTP status, task status, and the result by the workload's check (for model_b: the
-label against the digit's true label). Anything else is an error, counted by kind, warm-up
-included. The generator runs on the machine under test and shares its cores: it is kept
-light (one connection per client, bodies encoded once, orjson, little work per request).
+checked: HTTP status, the task's id, model, creation time and status, and the result by the
+workload's check (for model_b: the label against the digit's true label). Anything else is
+an error, counted by kind, warm-up included. The generator runs on the machine under test
+and shares its cores: it is kept light (one connection per client, bodies encoded once,
+orjson, little work per request).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Client:
         self.wait_s = wait_s
         self.interval_s = interval_s
         self.check = workload.check
+        self.model = workload.model
         self.requests = 0
         self.late = 0
         predict = f"{url}/predict/{workload.model}"
@@ -142,6 +144,8 @@ class Client:
         url = f"{self.url}/tasks/{task_id}?wait={self.wait_s:g}"
         while True:
             view = await self._get_task(url)
+            if view.get("task_id") != task_id:
+                raise AnswerError("the view of another task")
             if view["status"] in FINAL:
                 return view
 
@@ -154,6 +158,8 @@ class Client:
     def _check_view(self, view: dict[str, Any], sample: Sample) -> None:
         if view.get("status") != "succeeded":
             raise AnswerError(f"task {view.get('status')}")
+        if view.get("model") != self.model or not view.get("created_at"):
+            raise AnswerError("an incomplete task view")
         self.check(view.get("result") or {}, sample)
 
 
