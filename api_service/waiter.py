@@ -39,9 +39,6 @@ class TaskWaiter:
         self._finished: collections.OrderedDict[str, tuple[float, TaskState]] = (
             collections.OrderedDict()
         )
-        # Tasks this gateway published lately and has not seen finish: a poll for one of them
-        # waits for its task-done message without reading it first.
-        self._pending: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._listener: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -76,25 +73,12 @@ class TaskWaiter:
             return None
         return kept[1]
 
-    def note_pending(self, task_id: str) -> None:
-        """Says that this gateway just published the task (so it is not final yet)."""
-        if task_id in self._finished:  # its result came back before the broker's confirm
-            return
-        now = time.monotonic()
-        pending = self._pending
-        pending[task_id] = now
-        while pending and (len(pending) > FINISHED_KEPT or _oldest(pending) < now - self._kept_s):
-            pending.popitem(last=False)
-
     async def wait(self, task_id: str, timeout_s: float) -> TaskState | None:
         """The task once it is final or ``timeout_s`` passed, whichever is first."""
         if (state := self.finished(task_id)) is not None:
             return state
         with self.watching(task_id) as future:
-            pending = task_id in self._pending
-            state = await self.wait_watched(task_id, future, timeout_s, pending=pending)
-            # Still pending when the wait ended: the caller needs the state as stored.
-            return state if state is not None or not pending else await self._store.get(task_id)
+            return await self.wait_watched(task_id, future, timeout_s)
 
     async def wait_watched(
         self,
@@ -145,7 +129,6 @@ class TaskWaiter:
         finished = self._finished
         for state in states:
             finished[state.task_id] = (now, state)
-            self._pending.pop(state.task_id, None)
             for future in self._waiting.get(state.task_id, ()):
                 if not future.done():
                     future.set_result(state)
@@ -153,7 +136,3 @@ class TaskWaiter:
             len(finished) > FINISHED_KEPT or now - next(iter(finished.values()))[0] > self._kept_s
         ):
             finished.popitem(last=False)
-
-
-def _oldest(entries: collections.OrderedDict[str, float]) -> float:
-    return next(iter(entries.values()))

@@ -115,8 +115,6 @@ async def answer_prediction(
                 submitted = Submitted(task_id, created=True)
             else:
                 submitted = await submitting
-            if submitted.created:
-                gw.waiter.note_pending(task_id)
             span.span.set_attribute("inferq.task_id", submitted.task_id)
             logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
             if done is not None and submitted.created:
