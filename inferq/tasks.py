@@ -241,29 +241,21 @@ class TaskStore:
         """Runs (script, keys, args) calls in one round trip, by EVALSHA. (redis-py's own
         pipelined scripts cost a SCRIPT EXISTS round trip each time.) A Redis restart
         forgets scripts: then load them and run again."""
-        if len(calls) == 1:
-            return [await self._run_script(*calls[0])]
-        for attempt in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for script, keys, args in calls:
-                    pipe.evalsha(_SHA[script], len(keys), *keys, *args)
-                try:
-                    return await pipe.execute()  # type: ignore[no-any-return]
-                except NoScriptError:
-                    if attempt:
-                        raise
-                    for script in _SHA:
-                        await self._redis.script_load(script)
-        raise AssertionError("unreachable")
-
-    async def _run_script(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """One script call, without a pipeline's cost; loads the scripts as above."""
         try:
-            return await self._redis.evalsha(_SHA[script], len(keys), *keys, *args)  # type: ignore[misc]
+            return await self._send_scripts(calls)
         except NoScriptError:
-            for each in _SHA:
-                await self._redis.script_load(each)
-            return await self._redis.evalsha(_SHA[script], len(keys), *keys, *args)  # type: ignore[misc]
+            for script in _SHA:
+                await self._redis.script_load(script)
+            return await self._send_scripts(calls)
+
+    async def _send_scripts(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        if len(calls) == 1:  # one call needs no pipeline, which has a cost of its own
+            script, keys, args = calls[0]
+            return [await self._redis.evalsha(_SHA[script], len(keys), *keys, *args)]  # type: ignore[misc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(_SHA[script], len(keys), *keys, *args)
+            return await pipe.execute()  # type: ignore[no-any-return]
 
     async def create(self, tasks: list[TaskEnvelope]) -> None:
         """Records tasks as queued, in one round trip. The gateway may create a record after

@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _propagator = TraceContextTextMapPropagator()
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
-_TRACEPARENT_IDS = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+# version-trace id-parent span id-flags
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _NO_TRACE = "0" * 32
 _recording = False  # set by setup_tracing: whether spans are recorded and exported
 
@@ -85,7 +85,7 @@ def start_consumer_span(name: str, carrier: Mapping[str, str], **attributes: Any
         return trace.get_tracer(__name__).start_span(
             name, context=extract(carrier), kind=trace.SpanKind.CONSUMER, attributes=attributes
         )
-    match = _TRACEPARENT_IDS.match(carrier.get("traceparent", ""))
+    match = _TRACEPARENT.match(carrier.get("traceparent", ""))
     if match is None:
         return trace.INVALID_SPAN
     trace_id, span_id = match.groups()
