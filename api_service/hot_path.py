@@ -21,12 +21,11 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from api_service.errors import error_response
-from api_service.metrics import REQUEST_SECONDS, REQUESTS
+from api_service.metrics import record_request
 from api_service.responses import JSONResponse
 from api_service.routes.predict import MAX_DEADLINE_S, MAX_WAIT_S, answer_prediction
 from api_service.routes.tasks import answer_task
 from api_service.state import Gateway
-from inferq.errors import ModelNotFound
 
 PREDICT, PREDICT_ROUTE = "/predict/", "/predict/{model}"
 TASKS, TASKS_ROUTE = "/tasks/", "/tasks/{task_id}"
@@ -79,12 +78,8 @@ class HotPath:
             response = await answer
         except Exception as error:  # noqa: BLE001 - every error gets its JSON answer
             response = error_response(error, scope["method"], scope["path"])
-            # Unknown models are not labels: a client could otherwise make endless series.
-            if isinstance(error, ModelNotFound):
-                model = ""
         await response(scope, receive, send)
-        REQUESTS.labels(route, model, str(response.status_code)).inc()
-        REQUEST_SECONDS.labels(route, model).observe(time.perf_counter() - started)
+        record_request(route, model, response.status_code, time.perf_counter() - started)
 
 
 def _query(raw: bytes, names: tuple[str, ...]) -> tuple[float, float | None] | None:

@@ -33,6 +33,14 @@ async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+def record_request(route: str, model: str, status: int, seconds: float) -> None:
+    """Counts and times one answered request."""
+    # Unknown models are not labels: a client could otherwise make endless series.
+    model = model if status != 404 else ""
+    REQUESTS.labels(route, model, str(status)).inc()
+    REQUEST_SECONDS.labels(route, model).observe(seconds)
+
+
 class MetricsMiddleware:
     """Counts and times every request by route template, model and status (pure ASGI: far
     cheaper per request than Starlette's BaseHTTPMiddleware)."""
@@ -56,9 +64,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            # Unknown models are not labels: a client could otherwise make endless series.
-            model = scope.get("path_params", {}).get("model", "") if status != 404 else ""
-            REQUESTS.labels(path, model, str(status)).inc()
-            REQUEST_SECONDS.labels(path, model).observe(time.perf_counter() - started)
+            record_request(
+                getattr(scope.get("route"), "path", "unmatched"),
+                scope.get("path_params", {}).get("model", ""),
+                status,
+                time.perf_counter() - started,
+            )
