@@ -58,7 +58,11 @@ def create_fastapi_app(settings: GatewaySettings) -> FastAPI:
         waiter.start()
         catalog = ModelCatalog(registry, settings.registry_cache_s, settings.heartbeat_ttl_s)
         batcher = PublishBatcher(
-            store, publisher, settings.max_tasks_per_message, settings.max_publishes_in_flight
+            store,
+            publisher,
+            settings.max_tasks_per_message,
+            settings.max_publishes_in_flight,
+            is_finished=lambda task_id: waiter.finished(task_id) is not None,
         )
         submitter = TaskSubmitter(redis, names, store, publisher, batcher, settings.result_ttl_s)
         app.state.gateway = Gateway(

@@ -1,6 +1,7 @@
 """The task store: each task's state and result, kept in one Redis hash per task.
 
-The gateway creates the record (``queued``) as it publishes; the worker moves it to
+The gateway creates the record (``queued``) once the broker confirmed the task's message
+(unless the task is final by then); the worker moves it to
 ``running`` and then to a final state (or straight to a final state, see
 `workers.base.Model.mark_running`). The moves are Lua scripts, so they are atomic: a
 final state is written once, whoever comes second (a redelivered copy, the dead-letter
@@ -105,7 +106,7 @@ class TaskState:
 
 # KEYS: one task hash per task. ARGV[1] ttl s, then per task: model, created ms, deadline ms.
 # The status and the attempts are set only where no worker set them already (the gateway
-# publishes a task as it creates its record, so a worker may get there first).
+# creates the record once the broker confirmed the message, so a worker may get there first).
 _CREATE = """
 for i = 1, #KEYS do
   local at = 2 + (i - 1) * 3
@@ -120,7 +121,7 @@ return #KEYS
 
 # KEYS[1] task hash. ARGV: worker id, now ms, ttl s, "1" to leave a running task alone, then
 # the task's model, created ms and deadline ms (the gateway writes the same; a worker can get
-# there first, as the gateway publishes while it creates the record).
+# there first, as the gateway creates the record after the publish).
 # Returns the status before the call; the task is running now unless that was final (or it
 # was running and left alone). A task with no record (Redis lost its data) runs and gets one.
 _MARK_RUNNING = f"""

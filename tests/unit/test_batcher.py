@@ -92,3 +92,37 @@ async def test_a_failed_publish_fails_every_task_it_carried() -> None:
     assert all(isinstance(r, BrokerUnavailable) for r in results)
     with pytest.raises(BrokerUnavailable):  # and the batcher is not stuck: the next one tries
         await asyncio.wait_for(packer.submit("q", task(9), batch_size=8), 1)
+
+
+async def test_records_are_created_after_the_confirm_and_not_for_finished_tasks() -> None:
+    recorder = Recorder()
+    order: list[str] = []
+    publish, create = recorder.publish, recorder.create
+
+    async def publish_first(queue: str, tasks: list[TaskEnvelope]) -> None:
+        await publish(queue, tasks)
+        order.append("published")
+
+    async def then_create(tasks: list[TaskEnvelope]) -> None:
+        order.append("create")
+        await create(tasks)
+
+    recorder.publish, recorder.create = publish_first, then_create  # type: ignore[method-assign]
+    packer = PublishBatcher(
+        recorder,  # type: ignore[arg-type]
+        recorder,  # type: ignore[arg-type]
+        max_tasks=64,
+        max_in_flight=16,
+        is_finished=lambda task_id: task_id == "t1",
+    )
+    recorder.gate.clear()
+    first = asyncio.create_task(packer.submit("q", task(0), batch_size=8))
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(packer.submit("q", task(n), batch_size=8)) for n in (1, 2)]
+    await asyncio.sleep(0.01)
+    recorder.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *later), 1)
+    assert recorder.published == [["t0"], ["t1", "t2"]]
+    # t1's final state was already known: its record would add nothing.
+    assert recorder.created == [["t0"], ["t2"]]
+    assert order == ["published", "create", "published", "create"]
