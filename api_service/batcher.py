@@ -7,19 +7,22 @@ is published at once, never delayed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from api_service.broker import TaskPublisher
 from inferq.tasks import TaskStore
 from proto.task_pb2 import TaskEnvelope
+
+_Waiting = tuple[TaskEnvelope, asyncio.Future[None]]  # a task, and its request waiting
 
 
 @dataclass
 class _Lane:
     """One queue's tasks waiting for a publish, and how many publishes are under way."""
 
-    waiting: list[tuple[TaskEnvelope, asyncio.Future[None]]] = field(default_factory=list)
+    waiting: list[_Waiting] = field(default_factory=list)
     publishing: int = 0
     max_tasks: int = 1  # per message
 
@@ -41,7 +44,7 @@ class PublishBatcher:
         self._max_tasks = max_tasks
         self._max_in_flight = max_in_flight
         self._lanes: dict[str, _Lane] = {}
-        self._publishers: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[None]] = set()  # publishers and record creations
 
     async def submit(self, queue: str, task: TaskEnvelope, batch_size: int) -> None:
         """Records ``task`` as queued and publishes it; returns once the broker confirmed.
@@ -58,9 +61,7 @@ class PublishBatcher:
         more = len(lane.waiting) > lane.publishing * lane.max_tasks
         if more and lane.publishing < self._max_in_flight:
             lane.publishing += 1
-            publisher = asyncio.create_task(self._publish_waiting(queue, lane))
-            self._publishers.add(publisher)  # a reference, so it is not collected mid-way
-            publisher.add_done_callback(self._publishers.discard)
+            self._spawn(self._publish_waiting(queue, lane))
         await future
 
     async def _publish_waiting(self, queue: str, lane: _Lane) -> None:
@@ -72,33 +73,51 @@ class PublishBatcher:
                 batch = [(task, future) for task, future in batch if not future.done()]
                 if not batch:
                     continue
-                tasks = [task for task, _ in batch]
                 try:
-                    await self._publish_and_create(queue, tasks)
+                    await self._publisher.publish(queue, [task for task, _ in batch])
                 except Exception as error:  # noqa: BLE001 - every waiting request must learn it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    _settle(batch, error)
                 else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
+                    # The next message goes out while these records are being created.
+                    self._spawn(self._create_records(batch))
         finally:
             lane.publishing -= 1
             if not lane.publishing and not lane.waiting:
                 self._lanes.pop(queue, None)
 
-    async def _publish_and_create(self, queue: str, tasks: list[TaskEnvelope]) -> None:
-        """The message first, the records once it is confirmed: a record created while the
-        message is on its way costs Redis and gateway CPU just when the broker and the worker
-        need it (on 2 cores, ~0.3 ms more per prediction at one client, load_testing/README.md),
-        and the confirm of a message its worker already acked often comes after the task's
-        final state, which makes the record moot (the store's final write holds everything it
-        would). A worker may take a task before its record exists, which the store allows
+    async def _create_records(self, batch: list[_Waiting]) -> None:
+        """The records of a confirmed message's tasks; then their requests go on.
+
+        Why after the confirm, not beside the publish: a record created while the message is
+        on its way costs Redis and gateway CPU just when the broker and the worker need it (on
+        2 cores, ~0.3 ms more per prediction at one client, load_testing/README.md), and the
+        confirm of a message its worker already acked often comes after the task's final
+        state, which makes the record moot (the store's final write holds all it would). A
+        worker may take a task before its record exists, which the store allows
         (`TaskStore.create` never overwrites what a worker wrote). Both must succeed; if only
         the publish did, the task runs although its client got an error (a retry makes it
         twice), which never loses an accepted task."""
-        await self._publisher.publish(queue, tasks)
-        unfinished = [task for task in tasks if not self._is_finished(task.task_id)]
-        if unfinished:
-            await self._store.create(unfinished)
+        unfinished = [task for task, _ in batch if not self._is_finished(task.task_id)]
+        try:
+            if unfinished:
+                await self._store.create(unfinished)
+        except Exception as error:  # noqa: BLE001 - every waiting request must learn it
+            _settle(batch, error)
+        else:
+            _settle(batch, None)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._running.add(task)  # a reference, so it is not collected mid-way
+        task.add_done_callback(self._running.discard)
+
+
+def _settle(batch: list[_Waiting], error: Exception | None) -> None:
+    """Tells each request still waiting how its task's submission ended."""
+    for _, future in batch:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -96,18 +96,6 @@ async def test_a_failed_publish_fails_every_task_it_carried() -> None:
 
 async def test_records_are_created_after_the_confirm_and_not_for_finished_tasks() -> None:
     recorder = Recorder()
-    order: list[str] = []
-    publish, create = recorder.publish, recorder.create
-
-    async def publish_first(queue: str, tasks: list[TaskEnvelope]) -> None:
-        await publish(queue, tasks)
-        order.append("published")
-
-    async def then_create(tasks: list[TaskEnvelope]) -> None:
-        order.append("create")
-        await create(tasks)
-
-    recorder.publish, recorder.create = publish_first, then_create  # type: ignore[method-assign]
     packer = PublishBatcher(
         recorder,  # type: ignore[arg-type]
         recorder,  # type: ignore[arg-type]
@@ -117,7 +105,8 @@ async def test_records_are_created_after_the_confirm_and_not_for_finished_tasks(
     )
     recorder.gate.clear()
     first = asyncio.create_task(packer.submit("q", task(0), batch_size=8))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert recorder.created == []  # not while its message awaits the confirm
     later = [asyncio.create_task(packer.submit("q", task(n), batch_size=8)) for n in (1, 2)]
     await asyncio.sleep(0.01)
     recorder.gate.set()
@@ -125,4 +114,22 @@ async def test_records_are_created_after_the_confirm_and_not_for_finished_tasks(
     assert recorder.published == [["t0"], ["t1", "t2"]]
     # t1's final state was already known: its record would add nothing.
     assert recorder.created == [["t0"], ["t2"]]
-    assert order == ["published", "create", "published", "create"]
+
+
+async def test_a_request_waits_for_its_record_and_learns_if_it_failed() -> None:
+    recorder = Recorder()
+    gate = asyncio.Event()
+    create = recorder.create
+
+    async def slow_create(tasks: list[TaskEnvelope]) -> None:
+        await gate.wait()
+        await create(tasks)
+        raise ConnectionError("redis went away")
+
+    recorder.create = slow_create  # type: ignore[method-assign]
+    sending = asyncio.create_task(batcher(recorder).submit("q", task(0), batch_size=8))
+    await asyncio.sleep(0.01)
+    assert recorder.published == [["t0"]] and not sending.done()
+    gate.set()
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(sending, 1)
