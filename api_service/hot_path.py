@@ -112,12 +112,6 @@ def _query(raw: bytes, names: tuple[str, ...]) -> tuple[float, float | None] | N
     return wait, deadline_s
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    """The request headers (ASGI names them in lower case): a dict reads faster than
-    Starlette's Headers, which scans its list at each lookup."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-
-
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
