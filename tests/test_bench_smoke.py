@@ -7,12 +7,14 @@ import asyncio
 import json
 from pathlib import Path
 
+import aio_pika
 import pytest
 
 from inferq.names import Names
 from inferq.redis_client import connect_redis
 from inferq.settings import CommonSettings
 from load_testing.bench.backlog import BacklogConfig, run_backlog
+from load_testing.bench.floors import FloorsConfig, run_floors
 from load_testing.bench.runner import BenchConfig, run_bench
 from load_testing.bench.scaleout import ScaleoutConfig, run_scaleout
 
@@ -86,3 +88,27 @@ def _keys_left(namespace: str) -> list[bytes]:
             await redis.aclose()
 
     return asyncio.run(scan())
+
+
+def test_the_floors_measure_each_part_and_leave_no_queue(tmp_path: Path) -> None:
+    config = FloorsConfig(out=tmp_path, rounds=50)
+
+    run_floors(config, say=lambda _: None)
+
+    result = json.loads((tmp_path / "floors.json").read_text())
+    parts = [floor["part"] for floor in result["floors"]]
+    assert parts == ["loopback"] + ["rabbitmq"] * 3 + ["redis"] * 2 + ["wake"] * 4
+    for floor in result["floors"]:
+        assert 0 < floor["p50_ms"] <= floor["p90_ms"], floor
+    assert asyncio.run(_queue_exists(Names(config.namespace).model_queue("floors"))) is False
+
+
+async def _queue_exists(name: str) -> bool:
+    connection = await aio_pika.connect(CommonSettings().amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        return True

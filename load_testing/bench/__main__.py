@@ -8,6 +8,8 @@ measurements, each on real processes in a namespace of its own, with every answe
 - ``backlog``: gateway and worker memory while 100,000 tasks are queued; backlog.json,
   backlog.png.
 - ``all``: the four, in this order, with their defaults (and the options given).
+- ``floors``: what each part of the path costs alone on this machine (a hop between two
+  processes, the RabbitMQ and Redis legs, waking from idle); floors.json.
 
 Each prints a table and PASS/FAIL against issue 4's targets. Exit status: 1 when an answer was
 wrong or a request failed; with ``--strict``, 2 when a target was missed.
@@ -21,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from load_testing.bench import backlog, batching, report, scaleout
+from load_testing.bench import backlog, batching, floors, report, scaleout
 from load_testing.bench.loadgen import MODES
 from load_testing.bench.runner import BenchConfig, run_bench
 
-COMMANDS = ("baseline", "batching", "scaleout", "backlog", "all")
+COMMANDS = ("baseline", "batching", "scaleout", "backlog", "all", "floors")
 
 
 def _ints(text: str) -> list[int]:
@@ -187,6 +189,14 @@ def _add_all(commands: Any) -> None:
     _backlog_options(p, backlog.BacklogConfig())
 
 
+def _add_floors(commands: Any) -> None:
+    p = commands.add_parser("floors", help="what each part of the path costs alone")
+    _common(p, timed=False)
+    p.add_argument(
+        "--rounds", type=int, default=floors.ROUNDS, help="measured round trips per part (2000)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m load_testing.bench",
@@ -194,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_baseline, _add_batching, _add_scaleout, _add_backlog, _add_all):
+    for add in (_add_baseline, _add_batching, _add_scaleout, _add_backlog, _add_all, _add_floors):
         add(commands)
     return parser
 
@@ -210,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaleout": [_scaleout],
         "backlog": [_backlog],
         "all": [_baseline, _batching, _scaleout, _backlog],
+        "floors": [_floors],
     }
     clean, passed = True, True
     for run in runs[args.command]:
@@ -279,6 +290,15 @@ def _backlog(args: argparse.Namespace) -> tuple[bool, bool]:
     print(f"\nwrote {config.out / 'backlog.json'} and {config.out / 'backlog.png'}")
     errors = any(check["errors"] for check in result["targets"])
     return not errors, all(check["passed"] for check in result["targets"])
+
+
+def _floors(args: argparse.Namespace) -> tuple[bool, bool]:
+    config = floors.FloorsConfig(out=args.out, rounds=args.rounds)
+    result = floors.run_floors(config, say=say)
+    print()
+    print(floors.format_table(result))
+    print(f"\nwrote {config.out / 'floors.json'}")
+    return True, True  # no targets: these figures explain the others
 
 
 def _show(result: dict[str, Any], table: str, legend: str) -> None:
