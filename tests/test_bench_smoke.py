@@ -14,9 +14,11 @@ from inferq.names import Names
 from inferq.redis_client import connect_redis
 from inferq.settings import CommonSettings
 from load_testing.bench.backlog import BacklogConfig, run_backlog
+from load_testing.bench.compare import CompareConfig, run_compare
 from load_testing.bench.floors import FloorsConfig, run_floors
 from load_testing.bench.runner import BenchConfig, run_bench
 from load_testing.bench.scaleout import ScaleoutConfig, run_scaleout
+from load_testing.bench.stack import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +114,18 @@ async def _queue_exists(name: str) -> bool:
         except aio_pika.exceptions.ChannelClosed:
             return False
         return True
+
+
+def test_a_tiny_comparison_measures_both_checkouts_and_the_baseline_in_turns(
+    tmp_path: Path,
+) -> None:
+    config = CompareConfig(old=ROOT, clients=1, rounds=2, window_s=0.5, warmup_s=0.2, out=tmp_path)
+
+    run_compare(config, say=lambda _: None)
+
+    result = json.loads((tmp_path / "compare.json").read_text())
+    assert [sorted(r) for r in result["rounds"]] == [["baseline", "new", "old"]] * 2
+    assert result["summary"]["errors"] == 0
+    for name in ("baseline", "old", "new"):
+        assert result["summary"][name]["throughput_rps"] > 0
+    assert len(result["summary"]["new_over_old"]["p50_ms"]) == 2

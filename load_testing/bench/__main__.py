@@ -10,6 +10,8 @@ measurements, each on real processes in a namespace of its own, with every answe
 - ``all``: the four, in this order, with their defaults (and the options given).
 - ``floors``: what each part of the path costs alone on this machine (a hop between two
   processes, the RabbitMQ and Redis legs, waking from idle); floors.json.
+- ``compare OLD [NEW]``: two checkouts of inferq and the baseline measured in turns, for
+  changes smaller than the machine's drift; compare.json.
 
 Each prints a table and PASS/FAIL against issue 4's targets. Exit status: 1 when an answer was
 wrong or a request failed; with ``--strict``, 2 when a target was missed.
@@ -23,11 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from load_testing.bench import backlog, batching, floors, report, scaleout
+from load_testing.bench import backlog, batching, compare, floors, report, scaleout
 from load_testing.bench.loadgen import MODES
 from load_testing.bench.runner import BenchConfig, run_bench
+from load_testing.bench.stack import ROOT
 
-COMMANDS = ("baseline", "batching", "scaleout", "backlog", "all", "floors")
+COMMANDS = ("baseline", "batching", "scaleout", "backlog", "all", "floors", "compare")
 
 
 def _ints(text: str) -> list[int]:
@@ -197,6 +200,17 @@ def _add_floors(commands: Any) -> None:
     )
 
 
+def _add_compare(commands: Any) -> None:
+    p = commands.add_parser("compare", help="two checkouts of inferq, measured in turns")
+    _common(p, timed=False)
+    p.add_argument("old", type=Path, help="the other checkout (git worktree add DIR COMMIT)")
+    p.add_argument("new", type=Path, nargs="?", default=ROOT, help="(default: this checkout)")
+    p.add_argument("--clients", type=int, default=32, help="(default 32)")
+    p.add_argument("--mode", choices=("wait", "poll", "interval"), default="wait")
+    p.add_argument("--rounds", type=int, default=5, help="(default 5)")
+    p.add_argument("--window", type=float, default=4.0, help="measured seconds per turn (4)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m load_testing.bench",
@@ -204,7 +218,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_baseline, _add_batching, _add_scaleout, _add_backlog, _add_all, _add_floors):
+    adders = (_add_baseline, _add_batching, _add_scaleout, _add_backlog, _add_all)
+    for add in (*adders, _add_floors, _add_compare):
         add(commands)
     return parser
 
@@ -221,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "backlog": [_backlog],
         "all": [_baseline, _batching, _scaleout, _backlog],
         "floors": [_floors],
+        "compare": [_compare],
     }
     clean, passed = True, True
     for run in runs[args.command]:
@@ -299,6 +315,23 @@ def _floors(args: argparse.Namespace) -> tuple[bool, bool]:
     print(floors.format_table(result))
     print(f"\nwrote {config.out / 'floors.json'}")
     return True, True  # no targets: these figures explain the others
+
+
+def _compare(args: argparse.Namespace) -> tuple[bool, bool]:
+    config = compare.CompareConfig(
+        old=args.old,
+        new=args.new,
+        clients=args.clients,
+        mode=args.mode,
+        rounds=args.rounds,
+        window_s=args.window,
+        out=args.out,
+    )
+    result = compare.run_compare(config, say=say)
+    print()
+    print(compare.format_summary(result))
+    print(f"\nwrote {config.out / 'compare.json'}")
+    return result["summary"]["errors"] == 0, True
 
 
 def _show(result: dict[str, Any], table: str, legend: str) -> None:

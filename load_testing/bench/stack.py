@@ -35,13 +35,15 @@ def free_port() -> int:
 
 
 class Servers:
-    """Named child processes serving HTTP on ``url``; their logs go to ``log_dir``."""
+    """Named child processes serving HTTP on ``url``; their logs go to ``log_dir``. They run
+    the code of ``root`` (this checkout unless told otherwise: `compare` runs two)."""
 
     system = ""
 
-    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None, root: Path = ROOT) -> None:
         self.log_dir = log_dir
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.root = root
+        self.env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.url = ""
 
@@ -52,7 +54,7 @@ class Servers:
         with open(self.log_dir / f"{name}.log", "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, *argv],
-                cwd=ROOT,
+                cwd=self.root,
                 env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=log,
@@ -133,10 +135,11 @@ class InferqStack(Servers):
         workers: int = 1,
         model: str = "model_b",
         metrics: bool = False,
+        root: Path = ROOT,
         **env: str,
     ) -> None:
         self.namespace = f"bench-{os.urandom(4).hex()}"
-        super().__init__(log_dir, {"INFERQ_NAMESPACE": self.namespace, **env})
+        super().__init__(log_dir, {"INFERQ_NAMESPACE": self.namespace, **env}, root)
         self.workers = workers
         self.model = model
         self.metrics = metrics

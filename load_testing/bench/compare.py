@@ -1,0 +1,144 @@
+"""``python -m load_testing.bench compare OLD [NEW]``: two versions of inferq against each
+other and the baseline, measured in turns, for changes smaller than this machine's drift.
+
+On a shared 2-core host the same command minutes apart moves by 10–30 %: a change worth 5 %
+cannot be seen in two separate runs. Here the baseline and two inferq stacks run at once,
+each from its own checkout (``OLD`` and ``NEW`` are directories: ``git worktree add
+/tmp/old <commit>`` makes one; NEW defaults to this checkout), and the load goes to one at a
+time in short windows, round after round (baseline, OLD, NEW, baseline, ...). A system waits
+idle while another is measured, so the drift of the host falls on all three alike; NEW/OLD
+per round shows how much of the difference is noise.
+
+Writes compare.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from load_testing.bench import procstat, report
+from load_testing.bench.loadgen import LoadResult, run_load
+from load_testing.bench.stack import ROOT, Baseline, InferqStack, Servers
+from load_testing.bench.workloads import digits
+
+
+@dataclass
+class CompareConfig:
+    old: Path
+    new: Path = ROOT
+    clients: int = 32
+    mode: str = "wait"
+    rounds: int = 5
+    window_s: float = 4.0
+    warmup_s: float = 1.0
+    out: Path = Path("load_testing/results/bench")
+    env: dict[str, str] = field(default_factory=dict)  # to both stacks
+
+
+def run_compare(config: CompareConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    logs = config.out / "logs"
+    with contextlib.ExitStack() as running:
+        systems: dict[str, tuple[Servers, str]] = {
+            "baseline": (running.enter_context(Baseline(logs / "baseline")), "baseline"),
+            "old": (
+                running.enter_context(
+                    InferqStack(logs / "old", root=config.old.resolve(), **config.env)
+                ),
+                config.mode,
+            ),
+            "new": (
+                running.enter_context(
+                    InferqStack(logs / "new", root=config.new.resolve(), **config.env)
+                ),
+                config.mode,
+            ),
+        }
+        rounds: list[dict[str, dict[str, Any]]] = []
+        for n in range(config.rounds):
+            measured = {}
+            for name, (system, mode) in systems.items():
+                load: LoadResult[None] = asyncio.run(
+                    run_load(
+                        system.url,
+                        mode,
+                        config.clients,
+                        config.window_s,
+                        config.warmup_s,
+                        digits(),
+                    )
+                )
+                measured[name] = {**load.summary(), "errors": sum(load.errors.values())}
+            rounds.append(measured)
+            say(
+                f"round {n + 1}: "
+                + ", ".join(
+                    f"{name} {m['throughput_rps']:.0f}/s p50 {m['p50_ms']:.2f} ms"
+                    for name, m in measured.items()
+                )
+            )
+    result = {
+        "config": {
+            "old": str(config.old),
+            "new": str(config.new),
+            "clients": config.clients,
+            "mode": config.mode,
+            "rounds": config.rounds,
+            "window_s": config.window_s,
+            "env": config.env,
+        },
+        "machine": procstat.machine_info(),
+        "rounds": rounds,
+        "summary": _summary(rounds),
+    }
+    config.out.mkdir(parents=True, exist_ok=True)
+    report.write_json(result, config.out / "compare.json")
+    return result
+
+
+def _summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Medians over the rounds, and NEW/OLD per round."""
+
+    def median(name: str, metric: str) -> float:
+        return statistics.median(r[name][metric] for r in rounds)
+
+    summary: dict[str, Any] = {
+        name: {metric: median(name, metric) for metric in ("throughput_rps", "p50_ms")}
+        for name in ("baseline", "old", "new")
+    }
+    summary["new_over_old"] = {
+        metric: [r["new"][metric] / r["old"][metric] for r in rounds]
+        for metric in ("throughput_rps", "p50_ms")
+    }
+    summary["errors"] = sum(r[name]["errors"] for r in rounds for name in r)
+    return summary
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    s, c = result["summary"], result["config"]
+    base = s["baseline"]
+    lines = [
+        f"{c['mode']}, {c['clients']} client(s), {c['rounds']} rounds of {c['window_s']:g} s "
+        "each (medians over the rounds)",
+        f"{'system':9} {'req/s':>8} {'p50 ms':>8} {'thr x':>6} {'p50 x':>6}",
+    ]
+    for name in ("baseline", "old", "new"):
+        row = s[name]
+        lines.append(
+            f"{name:9} {row['throughput_rps']:8.1f} {row['p50_ms']:8.3f} "
+            f"{row['throughput_rps'] / base['throughput_rps']:6.2f} "
+            f"{row['p50_ms'] / base['p50_ms']:6.2f}"
+        )
+    for metric, label in (("throughput_rps", "req/s"), ("p50_ms", "p50")):
+        per_round = s["new_over_old"][metric]
+        lines.append(
+            f"new/old {label}: median {statistics.median(per_round):.3f}, per round "
+            + " ".join(f"{v:.2f}" for v in per_round)
+        )
+    lines.append(f"errors: {s['errors']}")
+    return "\n".join(lines)
