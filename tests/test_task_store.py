@@ -133,7 +133,8 @@ async def test_a_worker_that_stops_beating_drops_out(redis: tuple[Redis, Names])
 async def test_a_task_finished_before_its_record_was_created_is_announced_whole(
     redis: tuple[Redis, Names],
 ) -> None:
-    """The gateway creates the record as it publishes, so a quick worker can finish first:
+    """The gateway creates the record once the broker confirmed the message, so a quick
+    worker can finish first:
     the task-done message must still carry what the gateway would have written, and the
     late create must not undo the final state."""
     client, names = redis
