@@ -47,7 +47,7 @@ class PublishBatcher:
         self._running: set[asyncio.Task[None]] = set()  # publishers and record creations
 
     async def submit(self, queue: str, task: TaskEnvelope, batch_size: int) -> None:
-        """Records ``task`` as queued and publishes it; returns once the broker confirmed.
+        """Publishes ``task`` and records it as queued; returns once both are done.
         ``batch_size``: the model's; a message holds no more tasks than that, so that each
         worker gets no more than it runs at once (the others get the rest). Raises what the
         store or the broker raised (a RedisError, or an InferqError for the broker:

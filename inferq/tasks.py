@@ -1,11 +1,10 @@
 """The task store: each task's state and result, kept in one Redis hash per task.
 
 The gateway creates the record (``queued``) once the broker confirmed the task's message
-(unless the task is final by then); the worker moves it to
-``running`` and then to a final state (or straight to a final state, see
-`workers.base.Model.mark_running`). The moves are Lua scripts, so they are atomic: a
-final state is written once, whoever comes second (a redelivered copy, the dead-letter
-consumer) finds it final and leaves it. Writing a final state also announces the task id on
+(unless the task is final by then); the worker moves it to ``running`` and then to a final
+state (or straight to a final state, see `workers.base.Model.mark_running`). The moves are
+Lua scripts, so they are atomic: a final state is written once, whoever comes second (a
+redelivered copy, the dead-letter consumer) finds it final and leaves it. Writing a final state also announces the task id on
 a pub/sub channel, which wakes long-polling requests; the hash stays the source of truth.
 """
 
