@@ -4,8 +4,9 @@ The gateway creates the record (``queued``) once the broker confirmed the task's
 (unless the task is final by then); the worker moves it to ``running`` and then to a final
 state (or straight to a final state, see `workers.base.Model.mark_running`). The moves are
 Lua scripts, so they are atomic: a final state is written once, whoever comes second (a
-redelivered copy, the dead-letter consumer) finds it final and leaves it. Writing a final state also announces the task id on
-a pub/sub channel, which wakes long-polling requests; the hash stays the source of truth.
+redelivered copy, the dead-letter consumer) finds it final and leaves it. Writing a final
+state also announces the task id on a pub/sub channel, which wakes long-polling requests; the
+hash stays the source of truth.
 """
 
 from __future__ import annotations
