@@ -140,10 +140,11 @@ def message_to_json(message: Message) -> dict[str, Any]:
         value = getattr(message, field.name)
         if field.type in _FLOAT_TYPES:
             # NaN and infinities are strings in the JSON mapping: json_format's job.
-            dtype = np.float32 if field.type == FieldDescriptor.TYPE_FLOAT else np.float64
-            value = np.asarray(value, dtype) if field.repeated else dtype(value)
-            if not np.isfinite(value).all():
+            if not all(map(math.isfinite, value if field.repeated else (value,))):
                 return _printed(message)
+            dtype = np.float32 if field.type == FieldDescriptor.TYPE_FLOAT else np.float64
+            # fromiter: a third of asarray's time on a protobuf container.
+            value = np.fromiter(value, dtype, len(value)) if field.repeated else dtype(value)
         elif field.type in _INT64_TYPES:
             value = [str(v) for v in value] if field.repeated else str(value)
         elif field.repeated:

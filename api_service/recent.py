@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from inferq.tasks import TaskState, TaskStatus, now_ms
 
@@ -19,8 +18,7 @@ WINDOW_S = 60.0
 MAX_SAMPLES = 10_000  # per model; beyond this many tasks a minute, the oldest drop out
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):  # a tuple: one is made per answered task
     task_id: str
     finished_at_ms: int
     latency_ms: int
