@@ -1,6 +1,6 @@
-"""The baseline comparison: the baseline at each client count, then the inferq stack at each
-mode and client count, each measured with the same load generator; then ratios, targets,
-bench.json and bench.png."""
+"""The baseline comparison: the baseline and the inferq stack, both started, measured in turn
+at each client count (the baseline, then inferq in each mode) with the same load generator;
+then ratios, targets, bench.json and bench.png."""
 
 from __future__ import annotations
 
@@ -34,15 +34,21 @@ def run_bench(config: BenchConfig, say: Say = print) -> dict[str, Any]:
     say(f"{len(workload.samples)} checked samples")
     timing = Timing(config.duration_s, config.warmup_s, config.wait_s, config.interval_s)
     rows = []
-    with Baseline(config.out / "logs", config.baseline_infer) as baseline:
+    with (
+        Baseline(config.out / "logs", config.baseline_infer) as baseline,
+        InferqStack(config.out / "logs", config.workers) as stack,
+    ):
+        # Both are up; one is measured while the other idles. Client count by client count,
+        # the baseline then inferq: the rows a ratio is drawn from are measured within a
+        # minute of each other, so the drift of a shared host falls on both alike.
         for clients in config.clients:
             rows.append(
                 measure(baseline, workload, "baseline", clients, timing, context.services, say)
             )
-    with InferqStack(config.out / "logs", config.workers) as stack:
-        for mode in config.modes:
-            for clients in config.clients:
+            for mode in config.modes:
                 rows.append(measure(stack, workload, mode, clients, timing, context.services, say))
+    order = ["baseline", *config.modes]
+    rows.sort(key=lambda row: (order.index(row["mode"]), row["clients"]))  # as the table reads
     report.add_ratios(rows)
     result = {
         **context.as_json(),
