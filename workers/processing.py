@@ -266,8 +266,7 @@ class BatchProcessor:
         outcomes: dict[str, Outcome] = {}
         alone: list[tuple[Delivery, Any]] = []
         self._add_request(delivery, alone, outcomes)
-        if alone:
-            [outcomes[delivery.task_id]] = await self._predict([alone[0][1]])
+        await self._run_batch(alone, outcomes)
         await self._store_outcomes(outcomes, {delivery.task_id: delivery.envelope})
 
     def _add_request(
