@@ -1,4 +1,4 @@
-"""Submitting a task: record it as queued, publish it with a confirm (both through the
+"""Submitting a task: publish it with a confirm, then record it as queued (both through the
 `PublishBatcher`), and honour Idempotency-Key, so a client that retries a POST gets the task
 it already created."""
 
@@ -55,7 +55,7 @@ class TaskSubmitter:
         trace_context: dict[str, str] | None = None,
         task_id: str | None = None,
     ) -> Submitted:
-        """Records and publishes a new task (its id ``task_id``, or a new one)."""
+        """Publishes and records a new task (its id ``task_id``, or a new one)."""
         model = entry.record.name
         request = message.SerializeToString(deterministic=True)
         task_id = task_id or new_task_id()
