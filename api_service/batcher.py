@@ -2,7 +2,8 @@
 that queue awaits its confirm go out together in the next message (up to the model's batch
 size), and their records are created in one Redis round trip once it is confirmed. Under
 load, one broker message, one confirm and one Redis call serve many requests; a lone request
-is published at once, never delayed."""
+is published at once, never delayed. A task may leave its record to its request (see
+`submit`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from api_service.broker import TaskPublisher
 from inferq.tasks import TaskStore
 from proto.task_pb2 import TaskEnvelope
 
-_Waiting = tuple[TaskEnvelope, asyncio.Future[None]]  # a task, and its request waiting
+_Waiting = tuple[TaskEnvelope, asyncio.Future[None], bool]  # task, its request, record it?
 
 
 @dataclass
@@ -46,16 +47,19 @@ class PublishBatcher:
         self._lanes: dict[str, _Lane] = {}
         self._running: set[asyncio.Task[None]] = set()  # publishers and record creations
 
-    async def submit(self, queue: str, task: TaskEnvelope, batch_size: int) -> None:
+    async def submit(
+        self, queue: str, task: TaskEnvelope, batch_size: int, record: bool = True
+    ) -> None:
         """Publishes ``task`` and records it as queued; returns once both are done.
         ``batch_size``: the model's; a message holds no more tasks than that, so that each
-        worker gets no more than it runs at once (the others get the rest). Raises what the
-        store or the broker raised (a RedisError, or an InferqError for the broker:
-        unavailable, queue full)."""
+        worker gets no more than it runs at once (the others get the rest). ``record=False``:
+        only publish; the caller creates the record if it answers before the task ends.
+        Raises what the store or the broker raised (a RedisError, or an InferqError for the
+        broker: unavailable, queue full)."""
         future = asyncio.get_running_loop().create_future()
         lane = self._lanes.setdefault(queue, _Lane())
         lane.max_tasks = max(1, min(self._max_tasks, batch_size))
-        lane.waiting.append((task, future))
+        lane.waiting.append((task, future, record))
         # One more publish only for tasks the ones under way will not take in their next
         # message: packing stays full, and one-task messages (batch size 1) go out in parallel.
         more = len(lane.waiting) > lane.publishing * lane.max_tasks
@@ -70,11 +74,11 @@ class PublishBatcher:
                 batch = lane.waiting[: lane.max_tasks]
                 del lane.waiting[: lane.max_tasks]
                 # A request that went away before its task went out is not published.
-                batch = [(task, future) for task, future in batch if not future.done()]
+                batch = [waiting for waiting in batch if not waiting[1].done()]
                 if not batch:
                     continue
                 try:
-                    await self._publisher.publish(queue, [task for task, _ in batch])
+                    await self._publisher.publish(queue, [task for task, _, _ in batch])
                 except Exception as error:  # noqa: BLE001 - every waiting request must learn it
                     _settle(batch, error)
                 else:
@@ -97,7 +101,9 @@ class PublishBatcher:
         (`TaskStore.create` never overwrites what a worker wrote). Both must succeed; if only
         the publish did, the task runs although its client got an error (a retry makes it
         twice), which never loses an accepted task."""
-        unfinished = [task for task, _ in batch if not self._is_finished(task.task_id)]
+        unfinished = [
+            task for task, _, record in batch if record and not self._is_finished(task.task_id)
+        ]
         try:
             if unfinished:
                 await self._store.create(unfinished)
@@ -114,7 +120,7 @@ class PublishBatcher:
 
 def _settle(batch: list[_Waiting], error: Exception | None) -> None:
     """Tells each request still waiting how its task's submission ended."""
-    for _, future in batch:
+    for _, future, _ in batch:
         if future.done():
             continue
         if error is None:

@@ -1,6 +1,6 @@
 """Submitting a task: publish it with a confirm, then record it as queued (both through the
-`PublishBatcher`), and honour Idempotency-Key, so a client that retries a POST gets the task
-it already created."""
+`PublishBatcher`; a request that waits for the result may leave the record for later), and
+honour Idempotency-Key, so a client that retries a POST gets the task it already created."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ RETRY_AFTER_BOUNDS_S = (1, 60)
 class Submitted:
     task_id: str
     created: bool  # False when an Idempotency-Key matched an earlier task
+    #: The new task, when its queued record was left to the caller (``record=False``).
+    unrecorded: TaskEnvelope | None = None
 
 
 class TaskSubmitter:
@@ -54,12 +56,18 @@ class TaskSubmitter:
         idempotency_key: str | None = None,
         trace_context: dict[str, str] | None = None,
         task_id: str | None = None,
+        record: bool = True,
     ) -> Submitted:
-        """Publishes and records a new task (its id ``task_id``, or a new one)."""
+        """Publishes and records a new task (its id ``task_id``, or a new one).
+        ``record=False`` (a request that waits for the result): only publish; the caller
+        creates the record (`Submitted.unrecorded`) unless it answers with the final state,
+        which the worker writes whole. With an Idempotency-Key the record is always made:
+        another request may be answered with this task's id at once."""
         model = entry.record.name
         request = message.SerializeToString(deterministic=True)
         task_id = task_id or new_task_id()
         if idempotency_key is not None:
+            record = True
             earlier = await self._claim(idempotency_key, model, request, task_id)
             if earlier is not None:
                 return Submitted(earlier, created=False)
@@ -73,19 +81,22 @@ class TaskSubmitter:
             deadline_ms=created_at_ms + ttl_ms,
             trace_context=trace_context or {},
         )
+        unrecorded = None if record else envelope
         try:
-            await self._batcher.submit(entry.record.queue, envelope, entry.record.max_batch_size)
+            await self._batcher.submit(
+                entry.record.queue, envelope, entry.record.max_batch_size, record
+            )
         except InferqError as error:
             # The broker may still get the message after we gave up on its confirm: mark the
             # task rejected so no worker runs it, unless one already did (then it counts).
             if not await self._store.reject(task_id):
-                return Submitted(task_id, created=True)
+                return Submitted(task_id, created=True, unrecorded=unrecorded)
             if idempotency_key is not None:  # a retry with the same key tries again
                 await self._redis.delete(self._names.idempotency(model, idempotency_key))
             if isinstance(error, QueueFull):
                 raise await self._queue_full(entry) from error
             raise
-        return Submitted(task_id, created=True)
+        return Submitted(task_id, created=True, unrecorded=unrecorded)
 
     async def _claim(self, key: str, model: str, request: bytes, task_id: str) -> str | None:
         """Binds the key to ``task_id``; if it was bound already, the earlier task's id."""

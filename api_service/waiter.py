@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from inferq.tasks import TaskState, TaskStore, read_notice
+from proto.task_pb2 import TaskEnvelope
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +87,14 @@ class TaskWaiter:
         future: asyncio.Future[TaskState],
         timeout_s: float,
         pending: bool = False,
+        unrecorded: TaskEnvelope | None = None,
     ) -> TaskState | None:
         """As `wait`, for a task watched since before it could finish. ``pending``: the
-        caller knows it is not final (it just created it), which saves a read; then None
-        can also mean "still pending when ``timeout_s`` passed"."""
+        caller knows it is not final (it just submitted it), which saves a read; then None
+        can also mean "still pending when ``timeout_s`` passed". ``unrecorded`` (with
+        ``pending``): the task, if its queued record was left to this call (see
+        `TaskSubmitter.submit`); it is created once the task has not ended within a re-read
+        interval or ``timeout_s``, so a task still pending when this returns has its record."""
         deadline = time.monotonic() + timeout_s
         state = None
         while True:
@@ -97,14 +102,18 @@ class TaskWaiter:
                 state = await self._store.get(task_id)
                 if state is None or state.status.is_final:
                     return state
+            if future.done():
+                return future.result()
             remaining = deadline - time.monotonic()
-            if future.done():
-                return future.result()
-            if remaining <= 0:
+            if remaining > 0:
+                await asyncio.wait((future,), timeout=min(remaining, REREAD_S))
+                if future.done():
+                    return future.result()
+            if unrecorded is not None:
+                await self._store.create([unrecorded])  # never overwrites a final state
+                unrecorded = None
+            elif remaining <= 0:
                 return state
-            await asyncio.wait((future,), timeout=min(remaining, REREAD_S))
-            if future.done():
-                return future.result()
             pending = False  # no message yet: read the hash again, it may have been missed
 
     async def _listen(self) -> None:

@@ -115,3 +115,30 @@ def test_query_strings_the_hot_path_declines_are_answered_by_fastapi(shared_stac
     # Both paths count the route the same way in the gateway's metrics.
     text = httpx.get(metrics).text
     assert 'model="model_a",route="/predict/{model}",status="200"' in text
+
+
+def test_a_waiting_request_answered_202_leaves_a_record_to_poll(stack: Stack) -> None:
+    """A request that waits makes the task's queued record only if it answers before the task
+    ends; whichever way it answers, the task can be polled from then on."""
+    stack.start_gateway()
+    stack.start_worker("sleep")
+    stack.wait_live("sleep")
+    url = f"{stack.url}/predict/sleep"
+    # Ends within the wait, which outlasts the waiter's one-second re-read of the hash.
+    slow = httpx.post(url, json={"ms": 1500}, params={"wait": 10}, timeout=15)
+    assert slow.status_code == 200, slow.text
+    done = httpx.get(f"{stack.url}{slow.headers['Location']}").json()
+    assert done["status"] == "succeeded" and done["model"] == "sleep"
+    assert done["created_at"] <= done["started_at"] <= done["finished_at"] < done["deadline"]
+    # Outlasts the wait: 202, and the task is there to poll at once.
+    for wait_s in (0.2, 1.5):
+        late = httpx.post(url, json={"ms": 2500}, params={"wait": wait_s}, timeout=15)
+        assert late.status_code == 202, late.text
+        assert late.json()["status"] == "queued"
+        polled = httpx.get(f"{stack.url}{late.headers['Location']}")
+        assert polled.status_code == 200
+        assert polled.json()["status"] in ("queued", "running")
+        assert polled.json()["created_at"] and polled.json()["deadline"]
+        final = httpx.get(f"{stack.url}{late.headers['Location']}", params={"wait": 10}, timeout=15)
+        assert final.json()["status"] == "succeeded"
+        assert final.json()["result"] == {"slept_ms": 2500}

@@ -1,4 +1,4 @@
-"""POST /predict/{model}: validate, store as queued, publish with confirm, answer 202."""
+"""POST /predict/{model}: validate, publish with confirm, record as queued, answer 202."""
 
 from __future__ import annotations
 
@@ -84,8 +84,9 @@ async def answer_prediction(
     wait: float,
     deadline_s: float | None,
 ) -> JSONResponse:
-    """Validate, store as queued, publish with confirm; answer 202, or 200 with the finished
-    task when it ends within ``wait`` seconds."""
+    """Validate, publish with confirm, record as queued; answer 202, or 200 with the
+    finished task when it ends within ``wait`` seconds (then no queued record is made: the
+    worker's final write holds all of it)."""
     with server_span("POST /predict/{model}", headers, **{"inferq.model": model}) as span:
         entry = await gw.catalog.require_live(model)
         raw = await read_body(headers, body, gw.settings.max_body_bytes)
@@ -104,6 +105,9 @@ async def answer_prediction(
                     idempotency_key=headers.get("idempotency-key"),
                     trace_context=trace_context,
                     task_id=task_id,
+                    # A waiting request is mostly answered with the final state, which the
+                    # worker writes whole: its queued record is made only if it is needed.
+                    record=not wait,
                 )
             )
             if done is not None:
@@ -118,7 +122,9 @@ async def answer_prediction(
             span.span.set_attribute("inferq.task_id", submitted.task_id)
             logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
             if done is not None and submitted.created:
-                state = await gw.waiter.wait_watched(task_id, done, wait, pending=True)
+                state = await gw.waiter.wait_watched(
+                    task_id, done, wait, pending=True, unrecorded=submitted.unrecorded
+                )
             elif not submitted.created:  # an Idempotency-Key named an earlier task
                 state = await gw.waiter.wait(submitted.task_id, wait)
             else:

@@ -53,6 +53,18 @@ async def test_a_lone_task_goes_out_at_once_alone() -> None:
     assert recorder.published == [["t0"]] and recorder.created == [["t0"]]
 
 
+async def test_a_task_left_unrecorded_is_only_published() -> None:
+    recorder = Recorder()
+    packer = batcher(recorder)
+    sends = [
+        asyncio.create_task(packer.submit("q", task(n), batch_size=8, record=n != 1))
+        for n in range(3)
+    ]
+    await asyncio.wait_for(asyncio.gather(*sends), 1)
+    assert recorder.published == [["t0", "t1", "t2"]]
+    assert recorder.created == [["t0", "t2"]]
+
+
 async def test_tasks_that_arrive_during_a_publish_share_the_next_message() -> None:
     recorder = Recorder()
     packer = batcher(recorder)
