@@ -136,26 +136,25 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return status or ''
 """
 
-# KEYS[1] done channel, then one task hash per task. ARGV[1] ttl s, then per task: its id,
-# the number n of field/value arguments, the n arguments.
+# KEYS[1] done channel, then one task hash per task. ARGV[1] ttl s, then per task: its id
+# and its fields, msgpack [field, value, ...] (one argument, not one per field and value:
+# Python's Redis client packs each argument, ~1 µs apiece, a tenth of a worker's time).
 # Writes each task's final state unless it is final already, and announces the tasks it
 # wrote in one message: msgpack [id, [field, value, ...], id, ...], each task's whole hash.
 # Returns a 1 (written) or 0 (already final) per task.
 _FINISH = f"""
-local written, notice, at = {{}}, {{}}, 2
+local written, notice = {{}}, {{}}
 for i = 2, #KEYS do
-  local n = tonumber(ARGV[at + 1])
   local status = redis.call('HGET', KEYS[i], 'status')
   if {_FINAL_LUA} then
     written[i - 1] = 0
   else
-    redis.call('HSET', KEYS[i], unpack(ARGV, at + 2, at + 1 + n))
+    redis.call('HSET', KEYS[i], unpack(cmsgpack.unpack(ARGV[2 * i - 1])))
     redis.call('EXPIRE', KEYS[i], ARGV[1])
-    notice[#notice + 1] = ARGV[at]
+    notice[#notice + 1] = ARGV[2 * i - 2]
     notice[#notice + 1] = redis.call('HGETALL', KEYS[i])
     written[i - 1] = 1
   end
-  at = at + 2 + n
 end
 if #notice > 0 then
   redis.call('PUBLISH', KEYS[1], cmsgpack.pack(notice))
@@ -319,7 +318,8 @@ class TaskStore:
             if tasks and task_id in tasks:
                 fields += _envelope_fields(tasks[task_id])
             keys.append(self._names.task(task_id))
-            args += [task_id, len(fields), *fields]
+            # Redis's Lua msgpack predates the bin type: bytes go as raw strings.
+            args += [task_id, msgpack.packb(fields, use_bin_type=False)]
         [replies] = await self._run_scripts([(_FINISH, keys, args)])
         return [bool(r) for r in replies]
 
