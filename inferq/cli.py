@@ -88,6 +88,8 @@ def run_gateway(args: argparse.Namespace) -> int:
         http="httptools",
         log_config=None,
         access_log=False,
+        # Nothing reads the client's address, which is all X-Forwarded-* would correct.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
     return 0
