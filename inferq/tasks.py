@@ -44,6 +44,7 @@ class TaskStatus(enum.StrEnum):
 FINAL_STATUSES = frozenset(
     {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.EXPIRED, TaskStatus.REJECTED}
 )
+_STATUS_OF = {status.value.encode(): status for status in TaskStatus}
 _FINAL_LUA = (
     "status == 'succeeded' or status == 'failed' or status == 'expired' or status == 'rejected'"
 )
@@ -77,27 +78,28 @@ class TaskState:
 
     @classmethod
     def from_hash(cls, task_id: str, fields: dict[Any, Any]) -> TaskState:
-        def text(name: str) -> str | None:
-            value = fields.get(name.encode())
-            return value.decode() if value is not None else None
-
-        def number(name: str) -> int | None:
-            value = fields.get(name.encode())
-            return int(value) if value else None
-
+        """From the task hash as Redis returns it (bytes to bytes). Runs once per task the
+        gateway hears finish: looked up in place, with no helper calls (half the time)."""
+        get = fields.get
+        status = _STATUS_OF.get(get(b"status") or b"queued")
+        if status is None:
+            raise ValueError(f"unknown task status {get(b'status')!r}")
+        started, finished = get(b"started_at_ms"), get(b"finished_at_ms")
+        worker_id, error_type = get(b"worker_id"), get(b"error_type")
+        error_message = get(b"error_message")
         return cls(
             task_id=task_id,
-            model=text("model") or "",
-            status=TaskStatus(text("status") or TaskStatus.QUEUED.value),
-            created_at_ms=number("created_at_ms") or 0,
-            deadline_ms=number("deadline_ms") or 0,
-            started_at_ms=number("started_at_ms"),
-            finished_at_ms=number("finished_at_ms"),
-            worker_id=text("worker_id"),
-            attempts=number("attempts") or 0,
-            result=fields.get(b"result"),
-            error_type=text("error_type"),
-            error_message=text("error_message"),
+            model=get(b"model", b"").decode(),
+            status=status,
+            created_at_ms=int(get(b"created_at_ms") or 0),
+            deadline_ms=int(get(b"deadline_ms") or 0),
+            started_at_ms=int(started) if started else None,
+            finished_at_ms=int(finished) if finished else None,
+            worker_id=worker_id.decode() if worker_id is not None else None,
+            attempts=int(get(b"attempts") or 0),
+            result=get(b"result"),
+            error_type=error_type.decode() if error_type is not None else None,
+            error_message=error_message.decode() if error_message is not None else None,
         )
 
     def is_past_deadline(self, at_ms: int) -> bool:

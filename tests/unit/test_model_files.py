@@ -136,3 +136,23 @@ def test_big_mlp_is_deterministic(big_mlp: Path, tmp_path: Path) -> None:
     assert make_big_mlp.main(["--out", str(again)]) == 0
 
     assert _sha256(again) == _sha256(big_mlp)
+
+
+async def test_model_b_answers_a_batch_row_by_row_and_refuses_a_bad_request() -> None:
+    from inferq.settings import WorkerSettings
+    from proto import models_pb2
+    from workers.models.model_b import ModelB
+
+    model = ModelB(WorkerSettings())
+    await model.load()
+    rows = [[i / 64 for i in range(64)], [1 - i / 64 for i in range(64)], [0.0] * 64]
+    answers = await model.process_batch([models_pb2.ModelBRequest(pixels=r) for r in rows])
+    alone = [(await model.process_batch([models_pb2.ModelBRequest(pixels=r)]))[0] for r in rows]
+    assert [a.label for a in answers] == [a.label for a in alone]
+    for batched, single in zip(answers, alone, strict=True):
+        assert list(batched.probabilities) == pytest.approx(list(single.probabilities), abs=1e-6)
+    good = models_pb2.ModelBRequest(pixels=[0.5] * 64)
+    with pytest.raises(ValueError, match="64 values, got 63"):
+        await model.process_batch([good, models_pb2.ModelBRequest(pixels=[0.5] * 63)])
+    with pytest.raises(ValueError, match="in 0..1"):
+        await model.process_batch([good, models_pb2.ModelBRequest(pixels=[2.0] * 64)])

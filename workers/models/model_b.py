@@ -5,6 +5,7 @@ The weights are ``weights/digits.onnx``, made by ``python -m workers.models.trai
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,14 +53,14 @@ class ModelB(Model[models_pb2.ModelBRequest, models_pb2.ModelBResponse]):
     async def process_batch(
         self, requests: Sequence[models_pb2.ModelBRequest]
     ) -> list[models_pb2.ModelBResponse]:
-        pixels = np.stack([_pixels(request) for request in requests])
+        pixels = _pixel_rows(requests)
         if self.infer_on_loop:
             labels, probabilities = self._infer(pixels)
         else:
             labels, probabilities = await self.run_in_thread(self._infer, pixels)
         return [
-            models_pb2.ModelBResponse(label=int(label), probabilities=row.tolist())
-            for label, row in zip(labels, probabilities, strict=True)
+            models_pb2.ModelBResponse(label=label, probabilities=row)
+            for label, row in zip(labels.tolist(), probabilities.tolist(), strict=True)
         ]
 
     def _infer(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +68,15 @@ class ModelB(Model[models_pb2.ModelBRequest, models_pb2.ModelBResponse]):
         return labels, probabilities
 
 
-def _pixels(request: models_pb2.ModelBRequest) -> np.ndarray:
-    pixels = np.asarray(request.pixels, dtype=np.float32)
-    if pixels.shape != (PIXELS,):
-        raise ValueError(f"pixels must hold {PIXELS} values, got {pixels.shape[0]}")
+def _pixel_rows(requests: Sequence[models_pb2.ModelBRequest]) -> np.ndarray:
+    """The batch's pixels, one row per request, checked as a whole: a batch with a bad
+    request fails, and is then run request by request, so that only that one fails."""
+    for request in requests:
+        if len(request.pixels) != PIXELS:
+            raise ValueError(f"pixels must hold {PIXELS} values, got {len(request.pixels)}")
+    count = PIXELS * len(requests)
+    values = itertools.chain.from_iterable(request.pixels for request in requests)
+    pixels = np.fromiter(values, np.float32, count).reshape(len(requests), PIXELS)
     if not np.all((pixels >= 0.0) & (pixels <= 1.0)):
         raise ValueError("pixels must each be in 0..1 (the data set's 0..16 divided by 16)")
     return pixels
