@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -15,7 +15,7 @@ from api_service.responses import JSONResponse
 from api_service.state import Gateway, gateway
 from api_service.submission import Submitted
 from inferq.errors import BodyTooLarge, InvalidRequest
-from inferq.tasks import new_task_id, now_ms
+from inferq.tasks import TaskState, new_task_id, now_ms
 from inferq.tracing import server_span
 
 logger = logging.getLogger(__name__)
@@ -97,28 +97,21 @@ async def answer_prediction(
         task_id = new_task_id()
         # Watched before it is published: its result can come back before the confirm does.
         with gw.waiter.watching(task_id) if wait else contextlib.nullcontext() as done:
-            submitting = asyncio.ensure_future(
-                gw.submitter.submit(
-                    entry,
-                    message,
-                    deadline_s=deadline_s,
-                    idempotency_key=headers.get("idempotency-key"),
-                    trace_context=trace_context,
-                    task_id=task_id,
-                    # A waiting request is mostly answered with the final state, which the
-                    # worker writes whole: its queued record is made only if it is needed.
-                    record=not wait,
-                )
+            submission = gw.submitter.submit(
+                entry,
+                message,
+                deadline_s=deadline_s,
+                idempotency_key=headers.get("idempotency-key"),
+                trace_context=trace_context,
+                task_id=task_id,
+                # A waiting request is mostly answered with the final state, which the
+                # worker writes whole: its queued record is made only if it is needed.
+                record=not wait,
             )
-            if done is not None:
-                await asyncio.wait((submitting, done), return_when=asyncio.FIRST_COMPLETED)
-            if done is not None and done.done() and not submitting.done():
-                # Finished before the broker's confirm came back (the worker can be quicker):
-                # a finished task was accepted, so answer now; the submission ends behind.
-                _finish_behind(gw, submitting)
-                submitted = Submitted(task_id, created=True)
+            if done is None:
+                submitted = await submission
             else:
-                submitted = await submitting
+                submitted = await _submitted_or_done(gw, task_id, submission, done)
             span.span.set_attribute("inferq.task_id", submitted.task_id)
             logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
             if done is not None and submitted.created:
@@ -145,6 +138,23 @@ async def answer_prediction(
         "location": answer_headers["Location"],
     }
     return JSONResponse(accepted, status_code=202, headers=answer_headers)
+
+
+async def _submitted_or_done(
+    gw: Gateway,
+    task_id: str,
+    submission: Coroutine[Any, Any, Submitted],
+    done: asyncio.Future[TaskState],
+) -> Submitted:
+    """The submission's outcome, or, if the task finishes before the broker's confirm comes
+    back (the worker can be quicker), a finished task counts as accepted: then the
+    submission ends behind."""
+    submitting = asyncio.ensure_future(submission)
+    await asyncio.wait((submitting, done), return_when=asyncio.FIRST_COMPLETED)
+    if done.done() and not submitting.done():
+        _finish_behind(gw, submitting)
+        return Submitted(task_id, created=True)
+    return await submitting
 
 
 def _finish_behind(gw: Gateway, submitting: asyncio.Future[Submitted]) -> None:
