@@ -9,10 +9,11 @@ already finished is acked without running again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -233,7 +234,7 @@ class BatchProcessor:
         await self._run_batch(batch, outcomes)
         for delivery in fresh:
             outcome = outcomes[delivery.task_id]
-            outcomes[delivery.task_id] = replace(outcome, unmarked_start_ms=started_ms)
+            outcomes[delivery.task_id] = outcome.started_unmarked(started_ms)
         return outcomes
 
     async def _run_batch(
@@ -305,12 +306,12 @@ class BatchProcessor:
             raise
         except RedisError:
             return False
-        for outcome in outcomes.values():
-            metrics.RESULTS_STORED.labels(self.model.name, outcome.status.value).inc()
-            if outcome.status is TaskStatus.SUCCEEDED:
-                self.tasks_done += 1
-            else:
-                self.tasks_failed += 1
+        by_status = collections.Counter(outcome.status for outcome in outcomes.values())
+        for status, count in by_status.items():
+            metrics.RESULTS_STORED.labels(self.model.name, status.value).inc(count)
+        succeeded = by_status[TaskStatus.SUCCEEDED]
+        self.tasks_done += succeeded
+        self.tasks_failed += len(outcomes) - succeeded
         return True
 
 
