@@ -13,6 +13,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+from aiormq import spec
 
 from api_service.metrics import PUBLISH_SECONDS
 from inferq.amqp import connect_with_retry
@@ -23,6 +24,7 @@ from proto.task_pb2 import TaskBatch, TaskEnvelope
 logger = logging.getLogger(__name__)
 
 TASK_BATCH_CONTENT_TYPE = "application/x-protobuf; proto=inferq.TaskBatch"
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
 @dataclass(frozen=True)
@@ -81,20 +83,26 @@ class TaskPublisher:
         # The broker dead-letters a message still queued at the last of its tasks' deadlines
         # (-> expired); a worker skips any task of it that is past its own.
         ttl_ms = max(task.deadline_ms for task in tasks) - now_ms() if tasks else 0
-        message = aio_pika.Message(
-            TaskBatch(tasks=tasks).SerializeToString(),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        # The frame's properties made directly: an aio_pika.Message and its conversion cost
+        # ~15 µs per publish, a sixth of the gateway's publishing CPU.
+        properties = spec.Basic.Properties(
+            delivery_mode=PERSISTENT,
             message_id=tasks[0].task_id if tasks else None,
             content_type=TASK_BATCH_CONTENT_TYPE,
             headers=headers,
-            expiration=max(ttl_ms, 1) / 1000,
+            expiration=str(max(ttl_ms, 1)),
         )
+        body = TaskBatch(tasks=tasks).SerializeToString()
         started = time.perf_counter()
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the publish in a
             # task of its own, one more event-loop turn before the message is written.
             async with asyncio.timeout(self._timeout_s):
-                await self._channel.default_exchange.publish(message, routing_key=queue)
+                channel = await self._channel.get_underlay_channel()
+                # mandatory: a queue that does not exist fails the publish (PublishError).
+                await channel.basic_publish(
+                    body, routing_key=queue, properties=properties, mandatory=True
+                )
             PUBLISH_SECONDS.labels(queue).observe(time.perf_counter() - started)
         except DeliveryError as error:
             # reject-publish: the queue is at its length limit. Nothing accepted is dropped.
