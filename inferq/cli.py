@@ -90,6 +90,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         access_log=False,
         # Nothing reads the client's address, which is all X-Forwarded-* would correct.
         proxy_headers=False,
+        server_header=False,  # no need to tell every client the server's name
         timeout_graceful_shutdown=10,
     )
     return 0

@@ -113,7 +113,8 @@ async def answer_prediction(
             else:
                 submitted = await _submitted_or_done(gw, task_id, submission, done)
             span.span.set_attribute("inferq.task_id", submitted.task_id)
-            logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
+            if logger.isEnabledFor(logging.DEBUG):  # spares building the extra per request
+                logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
             if done is not None and submitted.created:
                 state = await gw.waiter.wait_watched(
                     task_id, done, wait, pending=True, unrecorded=submitted.unrecorded
