@@ -3,7 +3,6 @@ through ``app.state`` — no module-level globals, so each test builds its own."
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -12,7 +11,7 @@ from redis.asyncio import Redis
 from api_service.broker import TaskPublisher
 from api_service.catalog import ModelCatalog
 from api_service.recent import RecentLatency
-from api_service.submission import Submitted, TaskSubmitter
+from api_service.submission import TaskSubmitter
 from api_service.waiter import TaskWaiter
 from inferq.names import Names
 from inferq.settings import GatewaySettings
@@ -30,8 +29,6 @@ class Gateway:
     waiter: TaskWaiter
     submitter: TaskSubmitter
     recent: RecentLatency = field(default_factory=RecentLatency)
-    #: Submissions whose task finished before they did (see routes.predict).
-    submissions_behind: set[asyncio.Future[Submitted]] = field(default_factory=set)
 
 
 async def gateway(request: Request) -> Gateway:

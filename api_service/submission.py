@@ -4,9 +4,11 @@ honour Idempotency-Key, so a client that retries a POST gets the task it already
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 from redis.asyncio import Redis
@@ -57,12 +59,14 @@ class TaskSubmitter:
         trace_context: dict[str, str] | None = None,
         task_id: str | None = None,
         record: bool = True,
+        finished: asyncio.Future[Any] | None = None,
     ) -> Submitted:
         """Publishes and records a new task (its id ``task_id``, or a new one).
         ``record=False`` (a request that waits for the result): only publish; the caller
         creates the record (`Submitted.unrecorded`) unless it answers with the final state,
         which the worker writes whole. With an Idempotency-Key the record is always made:
-        another request may be answered with this task's id at once."""
+        another request may be answered with this task's id at once. ``finished``: see
+        `PublishBatcher.submit`."""
         model = entry.record.name
         request = message.SerializeToString(deterministic=True)
         task_id = task_id or new_task_id()
@@ -84,7 +88,7 @@ class TaskSubmitter:
         unrecorded = None if record else envelope
         try:
             await self._batcher.submit(
-                entry.record.queue, envelope, entry.record.max_batch_size, record
+                entry.record.queue, envelope, entry.record.max_batch_size, record, finished
             )
         except InferqError as error:
             # The broker may still get the message after we gave up on its confirm: mark the

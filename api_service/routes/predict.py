@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -13,9 +12,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from api_service.codec import decode_request, task_view
 from api_service.responses import JSONResponse
 from api_service.state import Gateway, gateway
-from api_service.submission import Submitted
 from inferq.errors import BodyTooLarge, InvalidRequest
-from inferq.tasks import TaskState, new_task_id, now_ms
+from inferq.tasks import new_task_id, now_ms
 from inferq.tracing import server_span
 
 logger = logging.getLogger(__name__)
@@ -97,7 +95,7 @@ async def answer_prediction(
         task_id = new_task_id()
         # Watched before it is published: its result can come back before the confirm does.
         with gw.waiter.watching(task_id) if wait else contextlib.nullcontext() as done:
-            submission = gw.submitter.submit(
+            submitted = await gw.submitter.submit(
                 entry,
                 message,
                 deadline_s=deadline_s,
@@ -107,11 +105,9 @@ async def answer_prediction(
                 # A waiting request is mostly answered with the final state, which the
                 # worker writes whole: its queued record is made only if it is needed.
                 record=not wait,
+                # Its result can come back before the broker's confirm does.
+                finished=done,
             )
-            if done is None:
-                submitted = await submission
-            else:
-                submitted = await _submitted_or_done(gw, task_id, submission, done)
             span.span.set_attribute("inferq.task_id", submitted.task_id)
             if logger.isEnabledFor(logging.DEBUG):  # spares building the extra per request
                 logger.debug("task accepted", extra={"task_id": submitted.task_id, "model": model})
@@ -139,35 +135,6 @@ async def answer_prediction(
         "location": answer_headers["Location"],
     }
     return JSONResponse(accepted, status_code=202, headers=answer_headers)
-
-
-async def _submitted_or_done(
-    gw: Gateway,
-    task_id: str,
-    submission: Coroutine[Any, Any, Submitted],
-    done: asyncio.Future[TaskState],
-) -> Submitted:
-    """The submission's outcome, or, if the task finishes before the broker's confirm comes
-    back (the worker can be quicker), a finished task counts as accepted: then the
-    submission ends behind."""
-    submitting = asyncio.ensure_future(submission)
-    await asyncio.wait((submitting, done), return_when=asyncio.FIRST_COMPLETED)
-    if done.done() and not submitting.done():
-        _finish_behind(gw, submitting)
-        return Submitted(task_id, created=True)
-    return await submitting
-
-
-def _finish_behind(gw: Gateway, submitting: asyncio.Future[Submitted]) -> None:
-    """Keeps the submission referenced until it ends, and logs it if it failed."""
-
-    def ended(future: asyncio.Future[Submitted]) -> None:
-        gw.submissions_behind.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            logger.warning("a finished task's submission failed: %r", future.exception())
-
-    gw.submissions_behind.add(submitting)
-    submitting.add_done_callback(ended)
 
 
 def _header_deadline(headers: Mapping[str, str]) -> float | None:
