@@ -78,8 +78,14 @@ class PublishBatcher:
             lane.publishing += 1
             self._spawn(self._publish_waiting(queue, lane))
         if finished is None:
-            await future
-        elif await _first(future, finished) is future:
+            await future  # a request that goes away cancels it: then it is not published
+            return
+        try:
+            first = await _first(future, finished)
+        except asyncio.CancelledError:
+            future.cancel()  # as above
+            raise
+        if first is future:
             future.result()
         else:
             future.add_done_callback(_log_failure)

@@ -164,3 +164,19 @@ async def test_a_task_that_finished_before_its_confirm_returns_at_once(
     recorder.gate.set()
     await asyncio.sleep(0.01)
     assert "a finished task's submission failed" in caplog.text
+
+
+async def test_a_request_that_goes_away_while_waiting_is_not_published() -> None:
+    recorder = Recorder()
+    packer = batcher(recorder)
+    recorder.gate.clear()
+    first = asyncio.create_task(packer.submit("q", task(0), batch_size=1))
+    await asyncio.sleep(0.01)  # t0's publish holds the lane; t1 waits behind it
+    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    gone = asyncio.create_task(packer.submit("q", task(1), batch_size=1, finished=finished))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    recorder.gate.set()
+    await asyncio.wait_for(first, 1)
+    await asyncio.sleep(0.01)
+    assert recorder.published == [["t0"]]
