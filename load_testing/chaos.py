@@ -48,7 +48,8 @@ class Tally:
     """What happened to the tasks of one run."""
 
     submitted: int = 0
-    accepted: int = 0  # answered 202
+    accepted: int = 0  # answered 202 (or, with --post-wait, 200 with the final state)
+    answered_final: int = 0  # of those, answered 200 by a POST ?wait= (--post-wait)
     rejected: int = 0  # never accepted, after retrying 429/503 for --submit-patience-s
     succeeded: int = 0
     failed: int = 0
@@ -123,6 +124,8 @@ class Run:
         self.expected: dict[str, dict[str, Any]] = {}  # task id -> expected result
         self.final_writes: collections.Counter[str] = collections.Counter()
         self.rng = random.Random(args.seed)
+        # With ?wait=, a task that outlasts the wait is answered 202 and must be pollable.
+        self.post_params = {"wait": args.post_wait} if args.post_wait else {}
 
     def body(self, index: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The request of task ``index`` and the result it must get (None: not checked)."""
@@ -137,14 +140,17 @@ class Run:
         give_up = time.monotonic() + self.args.submit_patience_s
         while True:
             try:
-                response = await client.post(f"/predict/{self.args.model}", json=body)
+                response = await client.post(
+                    f"/predict/{self.args.model}", json=body, params=self.post_params
+                )
             except httpx.TransportError:
                 status, retry_after = 0, 0.5
             else:
                 status = response.status_code
                 retry_after = float(response.headers.get("Retry-After", "1"))
-            if status == 202:
+            if status in (200, 202):
                 self.tally.accepted += 1
+                self.tally.answered_final += status == 200
                 self.expected[response.json()["task_id"]] = expected or {}
                 return
             if status not in RETRY_STATUSES and status != 0:
@@ -277,6 +283,11 @@ def wait_ready(processes: Processes, model: str, workers: int, timeout: float = 
 def report(tally: Tally, args: argparse.Namespace, log_dir: Path) -> str:
     rows = [
         ("accepted", tally.accepted, f"of {tally.submitted} submitted; {tally.rejected} rejected"),
+        *(
+            [("answered 200", tally.answered_final, f"POST ?wait={args.post_wait}: final at once")]
+            if args.post_wait
+            else []
+        ),
         ("succeeded", tally.succeeded, ""),
         ("failed", tally.failed, ""),
         ("expired", tally.expired, ""),
@@ -310,6 +321,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ms", type=int, default=50, help="sleep model: ms per task (+0..6)")
     parser.add_argument("--body", help="request JSON for a model other than sleep")
     parser.add_argument("--rate", type=float, default=50.0, help="tasks submitted per second")
+    parser.add_argument(
+        "--post-wait",
+        type=float,
+        default=0.0,
+        help="POST with ?wait=S: 200 if the task ends within S s, else 202 (0: plain POST)",
+    )
     parser.add_argument(
         "--wait-s", type=float, default=120.0, help="longest wait for tasks to end, after the last"
     )
