@@ -49,7 +49,7 @@ def test_a_trace_id_is_followed_from_the_client_to_the_worker_log(stack: Stack) 
     assert succeeded and failed
     assert succeeded["trace_id"] == failed["trace_id"] == TRACE_ID
     assert succeeded["message"] == "task succeeded" and succeeded["level"] == "debug"
-    assert failed["message"].startswith("task failed: ValueError: pixels must hold 64")  # type: ignore[union-attr]
+    assert str(failed["message"]).startswith("task failed: ValueError: pixels must hold 64")
     assert failed["level"] == "info" and failed["model"] == "model_b"
     assert {"ts", "logger", "span_id"} <= set(succeeded)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ def _session(stack: Stack) -> aiohttp.ClientSession:
 
 
 @pytest.fixture
-def client(shared_stack: Stack) -> httpx.Client:
+def client(shared_stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=shared_stack.url, timeout=30) as client:
         yield client
 

@@ -32,9 +32,9 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
         check=True,
     )
     stale = []
-    for source in relative:
+    for proto_file in relative:
         for suffix in ("_pb2.py", "_pb2.pyi"):
-            generated = source.removesuffix(".proto") + suffix
+            generated = proto_file.removesuffix(".proto") + suffix
             if (tmp_path / generated).read_bytes() != (ROOT / generated).read_bytes():
                 stale.append(generated)
     assert not stale, f"stale generated code, run `make proto`: {stale}"

@@ -64,7 +64,7 @@ def run_batching(config: BatchingConfig, say: Say = print) -> dict[str, Any]:
     rows = []
     for name, env in variants(config):
         log_dir = config.out / "logs" / f"batching-{name.replace(' ', '')}"
-        with InferqStack(log_dir, 1, MODEL, metrics=True, **env) as stack:
+        with InferqStack(log_dir, 1, MODEL, metrics=True, env=env) as stack:
             row = measure(
                 stack,
                 workload,

@@ -48,13 +48,13 @@ def run_compare(config: CompareConfig, say: Callable[[str], None] = print) -> di
             "baseline": (running.enter_context(Baseline(logs / "baseline")), "baseline"),
             "old": (
                 running.enter_context(
-                    InferqStack(logs / "old", root=config.old.resolve(), **config.env)
+                    InferqStack(logs / "old", root=config.old.resolve(), env=config.env)
                 ),
                 config.mode,
             ),
             "new": (
                 running.enter_context(
-                    InferqStack(logs / "new", root=config.new.resolve(), **config.env)
+                    InferqStack(logs / "new", root=config.new.resolve(), env=config.env)
                 ),
                 config.mode,
             ),

@@ -268,7 +268,7 @@ def _wake(_: CommonSettings, rounds: int) -> list[Floor]:
 
     floors = []
     for gap_ms in IDLE_GAPS_MS:
-        took = []
+        took: list[float] = []
         for i in range(WARMUP + rounds // 2):
             if gap_ms:
                 time.sleep(gap_ms / 1000)  # the process sleeps, as a worker between tasks

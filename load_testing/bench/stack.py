@@ -124,8 +124,8 @@ class Baseline(Servers):
 
 class InferqStack(Servers):
     """One inferq gateway and ``workers`` workers of ``model``, in a fresh namespace; ``env``
-    goes to all of them (e.g. ``INFERQ_MAX_BATCH_SIZE="1"``). With ``metrics``, each worker
-    serves its Prometheus metrics on a port of its own (`metrics_ports`)."""
+    goes to all of them (e.g. ``{"INFERQ_MAX_BATCH_SIZE": "1"}``). With ``metrics``, each
+    worker serves its Prometheus metrics on a port of its own (`metrics_ports`)."""
 
     system = "inferq"
 
@@ -136,10 +136,10 @@ class InferqStack(Servers):
         model: str = "model_b",
         metrics: bool = False,
         root: Path = ROOT,
-        **env: str,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.namespace = f"bench-{os.urandom(4).hex()}"
-        super().__init__(log_dir, {"INFERQ_NAMESPACE": self.namespace, **env}, root)
+        super().__init__(log_dir, {"INFERQ_NAMESPACE": self.namespace, **(env or {})}, root)
         self.workers = workers
         self.model = model
         self.metrics = metrics

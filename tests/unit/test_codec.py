@@ -7,6 +7,7 @@ import orjson
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto
+from google.protobuf.message import Message
 
 from api_service.codec import decode_request, message_to_json
 from api_service.responses import JSONResponse
@@ -95,7 +96,7 @@ def test_refuses_what_the_json_mapping_refuses(
         Int64Values(one=-(2**62), many=[1, 2**63 - 1]),  # 64-bit integers are strings
     ],
 )
-def test_results_read_as_the_json_mapping_prints_them(message: object) -> None:
+def test_results_read_as_the_json_mapping_prints_them(message: Message) -> None:
     rendered = orjson.loads(JSONResponse({"result": message_to_json(message)}).body)
     expected = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
