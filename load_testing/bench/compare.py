@@ -45,20 +45,11 @@ def run_compare(config: CompareConfig, say: Callable[[str], None] = print) -> di
     logs = config.out / "logs"
     with contextlib.ExitStack() as running:
         systems: dict[str, tuple[Servers, str]] = {
-            "baseline": (running.enter_context(Baseline(logs / "baseline")), "baseline"),
-            "old": (
-                running.enter_context(
-                    InferqStack(logs / "old", root=config.old.resolve(), env=config.env)
-                ),
-                config.mode,
-            ),
-            "new": (
-                running.enter_context(
-                    InferqStack(logs / "new", root=config.new.resolve(), env=config.env)
-                ),
-                config.mode,
-            ),
+            "baseline": (running.enter_context(Baseline(logs / "baseline")), "baseline")
         }
+        for name, root in (("old", config.old), ("new", config.new)):
+            stack = InferqStack(logs / name, root=root.resolve(), env=config.env)
+            systems[name] = (running.enter_context(stack), config.mode)
         rounds: list[dict[str, dict[str, Any]]] = []
         for n in range(config.rounds):
             measured = {}
@@ -73,7 +64,7 @@ def run_compare(config: CompareConfig, say: Callable[[str], None] = print) -> di
                         digits(),
                     )
                 )
-                measured[name] = {**load.summary(), "errors": sum(load.errors.values())}
+                measured[name] = load.summary()
             rounds.append(measured)
             say(
                 f"round {n + 1}: "
