@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 
@@ -156,3 +157,11 @@ async def test_a_task_finished_before_its_record_was_created_is_announced_whole(
     )
     await store.create([task])  # the gateway's write, landing late
     assert await store.get(task.task_id) == announced
+
+
+def test_an_unmarked_start_keeps_every_other_field_of_the_outcome() -> None:
+    # started_unmarked copies the fields by hand (dataclasses.replace is slow per task): a
+    # field added to Outcome and not copied there would be dropped silently.
+    outcome = Outcome(TaskStatus.FAILED, b"r", "ValueError", "bad input")
+    assert outcome.started_unmarked(42) == dataclasses.replace(outcome, unmarked_start_ms=42)
+    assert all(getattr(outcome, f.name) is not None for f in dataclasses.fields(outcome)[:-1])
