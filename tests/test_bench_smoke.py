@@ -37,6 +37,9 @@ def test_a_tiny_benchmark_writes_every_row_and_the_plot(tmp_path: Path) -> None:
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
     assert rows[("inferq", "wait", 1)]["p50_ratio"] > 0
     assert set(rows[("inferq", "wait", 1)]["rss_mib"]) >= {"gateway", "worker-0"}
+    waits = rows[("inferq", "wait", 1)]["runqueue_wait_ms_per_request"]
+    assert set(waits) >= {"gateway", "worker-0", "loadgen"}
+    assert all(wait >= 0 for wait in waits.values())
     assert [t["metric"] for t in result["targets"]] == ["p50_ratio"]
     assert result["machine"]["cores"] >= 1
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -262,7 +262,8 @@ def _baseline(args: argparse.Namespace) -> tuple[bool, bool]:
         ),
     )
     result = run_bench(config, say=say)
-    _show(result, report.format_table(result["rows"]), report.LEGEND)
+    rows = result["rows"]
+    _show(result, report.format_table(rows), report.LEGEND + "\n\n" + report.format_waits(rows))
     print(report.format_targets(result["targets"]))
     print(f"\nwrote {config.out / 'bench.json'} and {config.out / 'bench.png'}")
     return _verdict(result["rows"], result["targets"])

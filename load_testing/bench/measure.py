@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +72,14 @@ def measure(
     and the end of the measured window; the row's ``counters`` are their differences."""
     pids = {**servers.pids(), "loadgen": os.getpid(), **services}
 
-    def probe() -> tuple[dict[str, float | None], tuple[float, float] | None, dict[str, float]]:
+    def probe() -> tuple[
+        dict[str, float | None], tuple[float, float] | None, dict[str, float], dict[str, Any]
+    ]:
         return (
             {name: procstat.cpu_s(pid) for name, pid in pids.items()},
             procstat.machine_cpu_s(),
             counters() if counters else {},
+            {name: procstat.runqueue_wait_s(pid) for name, pid in pids.items()},
         )
 
     say(f"{servers.system} {workload.model} {mode}, {clients} client(s), {timing.duration_s:g} s")
@@ -99,6 +102,10 @@ def measure(
     row["rss_mib"] = {name: procstat.rss_mib(pid) for name, pid in servers.pids().items()}
     row["rss_mib"]["loadgen"] = procstat.rss_mib(os.getpid())
     row.update(cpu_usage(load.probe_start, load.probe_end, timing.duration_s, load.completed))
+    if load.probe_start and load.probe_end:
+        row["runqueue_wait_ms_per_request"] = per_request_ms(
+            load.probe_start[3], load.probe_end[3], load.completed
+        )
     if counters and load.probe_start and load.probe_end:
         before, after = load.probe_start[2], load.probe_end[2]
         row["counters"] = {k: after[k] - before[k] for k in after.keys() & before.keys()}
@@ -147,6 +154,17 @@ def cpu_usage(start: Any, end: Any, window_s: float, completed: int) -> dict[str
         # Whatever else ran on the machine meanwhile (other users, the kernel, ...).
         out["other_busy_cores"] = round(max(0.0, busy - sum(cores.values())), 3)
     return out
+
+
+def per_request_ms(
+    before: Mapping[str, float | None], after: Mapping[str, float | None], completed: int
+) -> dict[str, float]:
+    """Milliseconds per request of a per-process counter of seconds, over a window."""
+    return {
+        name: round(1000 * (t1 - t0) / completed, 3)
+        for name, t0 in before.items()
+        if completed and t0 is not None and (t1 := after.get(name)) is not None
+    }
 
 
 def service_versions() -> dict[str, str | None]:

@@ -1,5 +1,6 @@
 """What the harness reads about processes and the machine, from /proc (Linux only; elsewhere
-the figures are None): resident memory, CPU time, who listens on a port, the CPU model."""
+the figures are None): resident memory, CPU time, time spent waiting for a core, who listens
+on a port, the CPU model."""
 
 from __future__ import annotations
 
@@ -36,6 +37,24 @@ def cpu_s(pid: int) -> float | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def runqueue_wait_s(pid: int) -> float | None:
+    """Time a live process's threads have spent runnable but without a core so far (the
+    second field of each thread's /proc schedstat), in seconds. On a machine whose cores are
+    shared, this is the part of a request's latency spent waiting for its turn."""
+    try:
+        threads = list((PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return None
+    waited_ns, read = 0, False
+    for thread in threads:
+        try:
+            waited_ns += int((thread / "schedstat").read_text().split()[1])
+            read = True
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            continue
+    return waited_ns / 1e9 if read else None
 
 
 def listening_pid(port: int) -> int | None:

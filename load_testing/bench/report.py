@@ -105,6 +105,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_waits(rows: list[dict[str, Any]]) -> str:
+    """Each row's run-queue wait per request, by process."""
+    lines = [
+        "waiting for a core, ms per request: time each process was runnable but not running (all "
+        "its threads;\nit adds to a request's latency where the process was on the request's path)"
+    ]
+    for r in rows:
+        waits = per_process(r.get("runqueue_wait_ms_per_request", {}), 2)
+        lines.append(f"  {r['system']:<9}{r['mode']:<9}{r['clients']:>4}  {waits or '-'}")
+    return "\n".join(lines)
+
+
 LEGEND = (
     "thr x, p50 x: inferq over the baseline at the same client count. busy: cores busy on the "
     "whole machine\nin the window; other: busy minus the processes named under CPU ms/request "
