@@ -266,7 +266,7 @@ def _baseline(args: argparse.Namespace) -> tuple[bool, bool]:
     _show(result, report.format_table(rows), report.LEGEND + "\n\n" + report.format_waits(rows))
     print(report.format_targets(result["targets"]))
     print(f"\nwrote {config.out / 'bench.json'} and {config.out / 'bench.png'}")
-    return _verdict(result["rows"], result["targets"])
+    return _verdict(rows, result["targets"])
 
 
 def _batching(args: argparse.Namespace) -> tuple[bool, bool]:

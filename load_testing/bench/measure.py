@@ -73,7 +73,10 @@ def measure(
     pids = {**servers.pids(), "loadgen": os.getpid(), **services}
 
     def probe() -> tuple[
-        dict[str, float | None], tuple[float, float] | None, dict[str, float], dict[str, Any]
+        dict[str, float | None],
+        tuple[float, float] | None,
+        dict[str, float],
+        dict[str, float | None],
     ]:
         return (
             {name: procstat.cpu_s(pid) for name, pid in pids.items()},
@@ -140,14 +143,15 @@ def cpu_usage(start: Any, end: Any, window_s: float, completed: int) -> dict[str
     if start is None or end is None:
         return {}
     (before, machine_before), (after, machine_after) = start[:2], end[:2]
-    cores, per_request = {}, {}
-    for name, t0 in before.items():
-        t1 = after.get(name)
-        if t0 is None or t1 is None:
-            continue
-        cores[name] = round((t1 - t0) / window_s, 3)
-        per_request[name] = round(1000 * (t1 - t0) / completed, 3) if completed else None
-    out: dict[str, Any] = {"cpu_cores": cores, "cpu_ms_per_request": per_request}
+    cores = {
+        name: round((t1 - t0) / window_s, 3)
+        for name, t0 in before.items()
+        if t0 is not None and (t1 := after.get(name)) is not None
+    }
+    out: dict[str, Any] = {
+        "cpu_cores": cores,
+        "cpu_ms_per_request": per_request_ms(before, after, completed),
+    }
     if machine_before and machine_after:
         busy = (machine_after[0] - machine_before[0]) / window_s
         out["machine_busy_cores"] = round(busy, 3)
@@ -158,12 +162,14 @@ def cpu_usage(start: Any, end: Any, window_s: float, completed: int) -> dict[str
 
 def per_request_ms(
     before: Mapping[str, float | None], after: Mapping[str, float | None], completed: int
-) -> dict[str, float]:
-    """Milliseconds per request of a per-process counter of seconds, over a window."""
+) -> dict[str, float | None]:
+    """Milliseconds per request of a per-process counter of seconds (CPU time, run-queue
+    wait) over a window; None for each process when no request completed. Processes not
+    read at both ends are left out."""
     return {
-        name: round(1000 * (t1 - t0) / completed, 3)
+        name: round(1000 * (t1 - t0) / completed, 3) if completed else None
         for name, t0 in before.items()
-        if completed and t0 is not None and (t1 := after.get(name)) is not None
+        if t0 is not None and (t1 := after.get(name)) is not None
     }
 
 

@@ -52,4 +52,4 @@ def test_per_request_ms_skips_what_was_not_read() -> None:
     after = {"gateway": 1.5, "worker-0": 2.25, "redis": 3.0}
 
     assert per_request_ms(before, after, completed=1000) == {"gateway": 0.5, "worker-0": 0.25}
-    assert per_request_ms(before, after, completed=0) == {}
+    assert per_request_ms(before, after, completed=0) == {"gateway": None, "worker-0": None}
