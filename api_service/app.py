@@ -23,7 +23,7 @@ from api_service.state import Gateway
 from api_service.submission import TaskSubmitter
 from api_service.waiter import TaskWaiter
 from inferq.names import Names
-from inferq.redis_client import connect_redis
+from inferq.redis_client import connect_redis, warn_if_not_persistent
 from inferq.settings import GatewaySettings
 from inferq.tasks import TaskStore
 from model_registry.registry import Registry
@@ -42,6 +42,7 @@ def create_fastapi_app(settings: GatewaySettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         names = Names(settings.namespace)
         redis = connect_redis(settings.redis_url)
+        await warn_if_not_persistent(redis)
         store = TaskStore(redis, names, settings.result_ttl_s)
         registry = Registry(redis, names, settings.heartbeat_ttl_s, settings.model_record_ttl_s)
 
@@ -52,7 +53,9 @@ def create_fastapi_app(settings: GatewaySettings) -> FastAPI:
             )
             await dead_letters.start()
 
-        publisher = TaskPublisher(settings.amqp_url, settings.publish_timeout_s, on_broker_connect)
+        publisher = TaskPublisher(
+            settings.amqp_connection_url, settings.publish_timeout_s, on_broker_connect
+        )
         await publisher.start()
         waiter = TaskWaiter(redis, names.task_done_channel, store, settings.result_ttl_s)
         waiter.start()

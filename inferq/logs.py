@@ -1,22 +1,35 @@
 """Logging set-up, called only by entry points (libraries just use module loggers).
 
-Lines are JSON (one object a line, for log shippers) or plain text on a terminal; pick with
-``INFERQ_LOG_FORMAT`` = ``json`` | ``text`` | ``auto`` (default: text on a terminal, else
-JSON). Every line carries the current OpenTelemetry trace id when there is one, and the
-``task_id`` / ``model`` a caller passes in ``extra``.
+Lines go to stderr as JSON (one object a line, for log shippers) or plain text on a
+terminal (``INFERQ_LOG_FORMAT`` = ``json`` | ``text`` | ``auto``), and with ``INFERQ_LOG_FILE``
+also to that file as JSON lines, rotated by size. Every line carries the current
+OpenTelemetry trace id when there is one, and the context fields (``task_id``, ``model`` ...)
+a caller passes in ``extra``. The settings are `inferq.settings.LogSettings`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import logging.handlers
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
 from opentelemetry import trace
 
-CONTEXT_FIELDS = ("task_id", "model", "worker_id", "trace_id", "span_id")
+from inferq.settings import LogSettings
+
+CONTEXT_FIELDS = (
+    "task_id",
+    "model",
+    "status",
+    "queue_ms",
+    "run_ms",
+    "worker_id",
+    "trace_id",
+    "span_id",
+)
 
 
 class TraceContextFilter(logging.Filter):
@@ -61,16 +74,40 @@ class TextFormatter(logging.Formatter):
         return f"{super().format(record)}{'  ' + context if context else ''}"
 
 
-def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
-    fmt = fmt or os.environ.get("INFERQ_LOG_FORMAT", "auto")
+def configure_logging(settings: LogSettings | None = None) -> None:
+    settings = settings or LogSettings()
+    fmt = settings.format
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(TraceContextFilter())
+    console = logging.StreamHandler()
+    console.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handlers: list[logging.Handler] = [console]
+    if settings.file:
+        Path(settings.file).parent.mkdir(parents=True, exist_ok=True)
+        # JSON whatever the terminal shows: a file is read by programs and by grep.
+        to_file = logging.handlers.RotatingFileHandler(
+            settings.file,
+            maxBytes=settings.file_max_bytes,
+            backupCount=settings.file_backups,
+            encoding="utf-8",
+        )
+        to_file.setFormatter(JsonFormatter())
+        handlers.append(to_file)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel((level or os.environ.get("INFERQ_LOG_LEVEL", "INFO")).upper())
+    for handler in root.handlers:
+        handler.close()
+    for handler in handlers:
+        handler.addFilter(TraceContextFilter())
+    root.handlers[:] = handlers
+    root.setLevel(settings.level.upper())
     # aio-pika logs every reconnect attempt at length; its warnings are enough.
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+
+
+def log_file_for(base: str, process: str) -> str:
+    """The log file of one of several processes started together (`inferq up`, replicas):
+    each writes its own, since a rotating file cannot be shared by processes."""
+    path = Path(base)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in process)
+    return str(path.with_name(f"{path.stem}-{safe}{path.suffix}"))

@@ -47,12 +47,27 @@ class CommonSettings(BaseSettings):
     delivery_limit: int = Field(
         5, ge=1, description="Starts of one task that crashed its worker before it is failed."
     )
+    amqp_heartbeat_s: int = Field(
+        10,
+        ge=0,
+        description="AMQP heartbeat timeout asked of the broker (a `heartbeat=` in the URL "
+        "wins): a peer silent this long is dead, so a hung worker's deliveries go back to the "
+        "queue within about twice this. 0 turns heartbeats off.",
+    )
     queue_type: QueueType = Field(
         "classic",
         description="Model queues: durable classic (fastest: a task reaches a worker without "
         "waiting for the disk) or quorum (replicated, for a broker cluster). An existing "
         "queue keeps its type: delete it to change it.",
     )
+
+    @property
+    def amqp_connection_url(self) -> str:
+        """`amqp_url` with the AMQP heartbeat asked for, unless the URL names its own."""
+        if "heartbeat=" in self.amqp_url:
+            return self.amqp_url
+        separator = "&" if "?" in self.amqp_url else "?"
+        return f"{self.amqp_url}{separator}heartbeat={self.amqp_heartbeat_s}"
 
     @property
     def heartbeat_ttl_s(self) -> float:
@@ -117,6 +132,32 @@ class WorkerSettings(CommonSettings):
     grace_period_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long in-flight tasks may take to finish."
     )
+    access_log: bool = Field(
+        True,
+        description="Log one INFO line per finished task (id, model, status, queue and run "
+        "time, trace id, worker). Failures are logged either way.",
+    )
+
+
+LogFormat = Literal["auto", "json", "text"]
+
+
+class LogSettings(BaseSettings):
+    """Logging, for every entry point."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERQ_LOG_", env_file=".env", extra="ignore")
+
+    level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    format: LogFormat = Field(
+        "auto", description="json (one object a line), text, or auto: text on a terminal."
+    )
+    file: str | None = Field(
+        None, description="Also write the log to this file (JSON lines), rotated by size."
+    )
+    file_max_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="Size at which the log file is rotated."
+    )
+    file_backups: int = Field(5, ge=0, description="Rotated log files kept (file.1, file.2 ...).")
 
 
 def health_file(settings: WorkerSettings, model: str) -> str:

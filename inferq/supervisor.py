@@ -1,6 +1,7 @@
 """Runs several child processes as one: logs prefixed by process name, and a graceful stop of
 all of them (SIGTERM, then SIGKILL after a grace period) on Ctrl-C, on SIGTERM, or when one
-of them exits."""
+of them exits. With ``INFERQ_LOG_FILE`` set, each child writes its own file beside it
+(``inferq-gateway.log``, ``inferq-model_a.log``): rotation cannot be shared by processes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from inferq.logs import log_file_for
+from inferq.settings import LogSettings
 
 GRACE_S = 30.0
 
@@ -37,9 +41,13 @@ def supervise(children: list[Child]) -> int:
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     width = max(len(child.name) for child in children)
+    log_file = LogSettings().file
     processes: dict[str, subprocess.Popen[str]] = {}
     try:
         for child in children:
+            env = {**os.environ, **(child.env or {})}
+            if log_file:
+                env["INFERQ_LOG_FILE"] = log_file_for(log_file, child.name)
             process = subprocess.Popen(
                 child.argv,
                 stdout=subprocess.PIPE,
@@ -48,7 +56,7 @@ def supervise(children: list[Child]) -> int:
                 bufsize=1,
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop each child once.
                 start_new_session=True,
-                env={**os.environ, **child.env} if child.env else None,
+                env=env,
             )
             processes[child.name] = process
             threading.Thread(

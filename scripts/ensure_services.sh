@@ -22,6 +22,7 @@ RABBITMQ_START_TIMEOUT=90 # seconds; an Erlang node and its plugins boot slowly
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 APT_UPDATED=""
+REDIS_CLI=() # redis-cli and its connection options, set by redis_answers
 
 say() { echo "ensure_services: $*"; }
 warn() { echo "ensure_services: $*" >&2; }
@@ -203,40 +204,48 @@ EOF
 # redis-cli, or over TLS (which needs certificates), it is the best we can do.
 # Leaves what PING printed in REDIS_REPLY.
 redis_answers() {
-    local -a ping
     REDIS_REPLY=""
+    REDIS_CLI=()
     port_open "$URL_HOST" "$URL_PORT" || return 1
     if [[ $URL_SCHEME != redis ]] || ! command -v redis-cli >/dev/null 2>&1; then
         return 0
     fi
     # -h/-p rather than -u: redis-cli cannot parse an [IPv6] host out of a URL. The password
     # goes through the environment, where no `ps` shows it.
-    ping=(redis-cli -h "$URL_HOST" -p "$URL_PORT")
+    REDIS_CLI=(redis-cli -h "$URL_HOST" -p "$URL_PORT")
     if [[ -n $URL_USER && $URL_USER != default ]]; then
-        ping+=(--user "$URL_USER")
+        REDIS_CLI+=(--user "$URL_USER")
     fi
     if [[ -n $URL_PASSWORD ]]; then
-        ping=(env "REDISCLI_AUTH=$URL_PASSWORD" "${ping[@]}")
+        REDIS_CLI=(env "REDISCLI_AUTH=$URL_PASSWORD" "${REDIS_CLI[@]}")
     fi
-    REDIS_REPLY=$(with_timeout 5 "${ping[@]}" ping 2>&1 || true)
+    REDIS_REPLY=$(with_timeout 5 "${REDIS_CLI[@]}" ping 2>&1 || true)
     [[ $REDIS_REPLY == PONG ]]
+}
+
+# A Redis that keeps nothing on disk forgets every task record and result when it restarts:
+# say so (the gateway and workers warn too). CONFIG may be disabled (managed Redis): then quiet.
+warn_if_redis_forgets() {
+    local aof save
+    [[ ${#REDIS_CLI[@]} -gt 0 ]] || return 0
+    aof=$(with_timeout 5 "${REDIS_CLI[@]}" CONFIG GET appendonly 2>/dev/null | sed -n 2p || true)
+    save=$(with_timeout 5 "${REDIS_CLI[@]}" CONFIG GET save 2>/dev/null | sed -n 2p || true)
+    if [[ $aof == no && -z $save ]]; then
+        warn "warning: the Redis on $URL_HOST:$URL_PORT keeps nothing on disk (appendonly no, no save points); a restart of it forgets every task record and result"
+    fi
 }
 
 start_redis() {
     local server=$1 dir logdir
-    # The options are those the CI machines start Redis with: loopback only, nothing on
-    # disk (a cache of short-lived results needs no persistence).
-    dir=/var/lib/redis
-    if [[ ! -d $dir || ! -w $dir ]]; then
-        dir="${TMPDIR:-/tmp}/inferq-redis-$(id -u)"
-        mkdir -p "$dir"
-    fi
-    logdir=/var/log/redis
-    if [[ ! -d $logdir || ! -w $logdir ]]; then
-        logdir=$dir
-    fi
+    # Loopback only, and an append-only file (fsync every second), so a restart of this Redis
+    # keeps the task records and results that clients may still poll. Its data lives with
+    # the checkout (INFERQ_REDIS_DIR moves it), one folder per port.
+    dir=${INFERQ_REDIS_DIR:-$REPO_ROOT/.inferq/redis-$URL_PORT}
+    mkdir -p "$dir"
+    logdir=$dir
     say "starting Redis on 127.0.0.1:$URL_PORT (log: $logdir/redis-server-$URL_PORT.log)"
-    "$server" --daemonize yes --bind 127.0.0.1 -::1 --port "$URL_PORT" --save "" --appendonly no \
+    "$server" --daemonize yes --bind 127.0.0.1 -::1 --port "$URL_PORT" --save "" \
+        --appendonly yes --appendfsync everysec \
         --dir "$dir" --logfile "$logdir/redis-server-$URL_PORT.log" ||
         give_up "Redis" "redis-server would not start (see $logdir/redis-server-$URL_PORT.log)"
     if ! wait_for "$REDIS_START_TIMEOUT" redis_answers; then
@@ -260,6 +269,7 @@ ensure_redis() {
 
     if redis_answers; then
         say "Redis answers on $URL_HOST:$URL_PORT; reusing it"
+        warn_if_redis_forgets
         return 0
     fi
     if [[ -n $REDIS_REPLY ]]; then

@@ -49,6 +49,8 @@ class Delivery:
     message: AbstractIncomingMessage
     envelope: TaskEnvelope
     span: trace.Span
+    picked_up_ms: int  # wall clock, to compare with the gateway's created_at_ms
+    picked_up: float  # perf_counter, for the run time
 
     @property
     def task_id(self) -> str:
@@ -80,11 +82,14 @@ class BatchProcessor:
         max_batch_size: int,
         delivery_limit: int,
         ack_multiple: bool,
+        access_log: bool = True,
     ) -> None:
         """``max_batch_size``: most requests per `Model.process_batch` call. ``ack_multiple``:
         batches are handled one at a time, so a batch's last message can ack all of it in
-        one frame."""
+        one frame. ``access_log``: log a line for each succeeded task too, not only for the
+        others."""
         self.model = model
+        self._access_log = access_log
         self._max_batch_size = max_batch_size
         self._delivery_limit = delivery_limit
         self._ack_multiple = ack_multiple
@@ -136,7 +141,7 @@ class BatchProcessor:
 
     async def _decode(self, messages: list[AbstractIncomingMessage]) -> list[Delivery]:
         deliveries = []
-        picked_up_ms = now_ms()
+        picked_up_ms, picked_up = now_ms(), time.perf_counter()
         for message in messages:
             try:
                 tasks = TaskBatch.FromString(message.body).tasks
@@ -153,37 +158,44 @@ class BatchProcessor:
                     **{"inferq.task_id": envelope.task_id, "inferq.model": envelope.model},
                 )
                 self._queue_wait.observe(max(0, picked_up_ms - envelope.created_at_ms) / 1000)
-                deliveries.append(Delivery(message, envelope, span))
+                deliveries.append(Delivery(message, envelope, span, picked_up_ms, picked_up))
         return deliveries
 
     def _close_span(self, delivery: Delivery, outcome: Outcome | None, stored: bool) -> None:
+        """Ends the task's span and writes its access-log line: one INFO line per task, as
+        uvicorn's access log and Celery's "succeeded in" do, so the trace id a client got
+        leads to the worker that ran its task."""
         span = delivery.span
         if not stored:
             outcome, status = None, "requeued (not stored)"
         else:
             status = outcome.status.value if outcome else "skipped (already final)"
         span.set_attribute("inferq.status", status)
+        error = ""
         if outcome and outcome.error_type:
-            span.set_status(
-                trace.StatusCode.ERROR, f"{outcome.error_type}: {outcome.error_message}"
-            )
-        level = (
-            logging.DEBUG if outcome and outcome.status is TaskStatus.SUCCEEDED else logging.INFO
-        )
-        if not logger.isEnabledFor(level):
+            error = f"{outcome.error_type}: {outcome.error_message}"
+        if error:
+            span.set_status(trace.StatusCode.ERROR, error)
+        succeeded = outcome is not None and outcome.status is TaskStatus.SUCCEEDED
+        if (succeeded and not self._access_log) or not logger.isEnabledFor(logging.INFO):
             span.end()
             return
         context = span.get_span_context()
-        logger.log(
-            level,
-            "task %s%s",
+        run_ms = round((time.perf_counter() - delivery.picked_up) * 1000, 3)
+        queue_ms = max(0, delivery.picked_up_ms - delivery.envelope.created_at_ms)
+        logger.info(
+            "task %s in %.1f ms, queued %d ms%s",
             status,
-            f": {outcome.error_type}: {outcome.error_message}"
-            if outcome and outcome.error_type
-            else "",
+            run_ms,
+            queue_ms,
+            f": {error}" if error else "",
             extra={
                 "task_id": delivery.task_id,
                 "model": self.model.name,
+                "status": status,
+                "queue_ms": queue_ms,
+                "run_ms": run_ms,
+                "worker_id": self._worker_id,
                 "trace_id": format(context.trace_id, "032x"),
                 "span_id": format(context.span_id, "016x"),
             },

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from inferq.amqp import connect_with_retry
 from inferq.names import Names
-from inferq.redis_client import connect_redis
+from inferq.redis_client import connect_redis, warn_if_not_persistent
 from inferq.settings import WorkerSettings, health_file
 from inferq.tasks import TaskStore, now_ms
 from inferq.topology import declare_model_queue
@@ -87,6 +87,7 @@ class Worker:
 
     async def start(self) -> None:
         self._redis: Redis = connect_redis(self.settings.redis_url)
+        await warn_if_not_persistent(self._redis)
         self._store = TaskStore(self._redis, self.names, self.settings.result_ttl_s)
         self._processor = BatchProcessor(
             self.model,
@@ -96,6 +97,7 @@ class Worker:
             max_batch_size=self.max_batch_size,
             delivery_limit=self.settings.delivery_limit,
             ack_multiple=self.concurrency == 1,
+            access_log=self.settings.access_log,
         )
         self._registry = Registry(
             self._redis, self.names, self.settings.heartbeat_ttl_s, self.settings.model_record_ttl_s
@@ -104,7 +106,7 @@ class Worker:
         if self.settings.metrics_port:
             prometheus_client.start_http_server(self.settings.metrics_port)
         self._connection: AbstractRobustConnection = await connect_with_retry(
-            self.settings.amqp_url, self.worker_id
+            self.settings.amqp_connection_url, self.worker_id
         )
         self._runners = [
             asyncio.create_task(self._run_batches(), name=f"runner-{i}")
