@@ -34,7 +34,7 @@ lint: install
 
 # Regenerates proto/*_pb2.py; tests/test_proto_fresh.py fails when they are stale.
 proto: install
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. proto/*.proto examples/*.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. proto/*.proto examples/*.proto tests/models/seed/*.proto
 
 # The digits classifier's weights (committed) and the big MLP (generated, not committed).
 models: install

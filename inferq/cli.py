@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
 
     worker = commands.add_parser("worker", help="serve a model from its queue")
     worker.add_argument("target", help="built-in name (model_a, model_b, sleep) or module:Class")
+    worker.add_argument(
+        "--app-dir",
+        default=".",
+        help="folder TARGET's module is imported from, as uvicorn's (default: the current one)",
+    )
     worker.add_argument("--replicas", type=int, default=1, help="worker processes to run")
     worker.add_argument("--metrics-port", type=int, help="Prometheus port (replica i: +i)")
     worker.add_argument(
@@ -104,11 +109,16 @@ def run_worker(args: argparse.Namespace) -> int:
 
     overrides = {"metrics_port": args.metrics_port} if args.metrics_port else {}
     settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
-    model_class = load_model_class(args.target)
+    try:
+        model_class = load_model_class(args.target, args.app_dir)
+    except ValueError as error:
+        print(f"inferq worker: {error}", file=sys.stderr)
+        return 2
     if args.check:
         return check_worker(settings, model_class.name)
     if args.replicas > 1:
-        me = [sys.executable, "-m", "inferq.cli", "worker", args.target]
+        app_dir = str(Path(args.app_dir).resolve())
+        me = [sys.executable, "-m", "inferq.cli", "worker", args.target, "--app-dir", app_dir]
         port = settings.metrics_port
         return supervise(
             [

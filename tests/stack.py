@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from inferq.supervisor import stop_processes
 
@@ -54,6 +55,23 @@ class Stack:
         self.processes.append(process)
         return process
 
+    def spawn_console(
+        self, name: str, *args: str, cwd: Path = ROOT, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """Runs the ``inferq`` console script as a user does: from ``cwd``, with no
+        PYTHONPATH (the harness's own spawns have one)."""
+        log = open(self.log_dir / f"{name}-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        environment = {k: v for k, v in {**self.env, **env}.items() if k != "PYTHONPATH"}
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "inferq"), *args],
+            cwd=cwd,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
+
     def start_gateway(self) -> str:
         port = free_port()
         self.spawn("gateway", "gateway", "--port", str(port))
@@ -70,6 +88,18 @@ class Stack:
             return response.status_code == 200 and response.json()["live_workers"] >= workers
 
         wait_until(live, timeout, f"{workers} live worker(s) of {model}")
+
+    def metric(self, sample: str, **labels: str) -> float:
+        """The gateway's current value of one Prometheus sample (``name_total``, ``name_count``
+        ...) summed over the series whose labels include ``labels``; 0 while none exists. A
+        test on the shared gateway compares it before and after its own requests."""
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == sample and labels.items() <= s.labels.items()
+        )
 
     def logs(self) -> str:
         return "\n".join(

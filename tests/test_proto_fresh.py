@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted(ROOT.glob("proto/*.proto")) + sorted(ROOT.glob("examples/*.proto"))
+SOURCES = [
+    *sorted(ROOT.glob("proto/*.proto")),
+    *sorted(ROOT.glob("examples/*.proto")),
+    *sorted(ROOT.glob("tests/models/seed/*.proto")),
+]
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Model workers: the `Model` base class users subclass, and the runtime that serves it."""
 
-from workers.base import Model
+from workers.base import BytesModel, Model
 
-__all__ = ["Model"]
+__all__ = ["BytesModel", "Model"]

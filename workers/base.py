@@ -4,16 +4,23 @@ A subclass names its request and response protobuf messages and implements
 `process_request` (or `process_batch`, to run several requests as one batch). The worker
 runtime builds one instance per process, awaits `load()` once, feeds it requests, and awaits
 `unload()` on shutdown. Resources (sessions, weights) live on ``self``.
+
+`BytesModel` adapts the form the seed's README shows (``process_request(self, body)`` on the
+serialized request, ``get_request_format()`` / ``get_response_format()`` returning message
+descriptors) to the same base class.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, Generic, TypeVar
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from inferq.settings import WorkerSettings
 
@@ -29,8 +36,10 @@ class Model(Generic[RequestT, ResponseT]):
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ""
-    request_type: ClassVar[type[Message]]
-    response_type: ClassVar[type[Message]]
+    #: The protobuf message classes of a request and its response. Class attributes, except
+    #: in a `BytesModel`, which finds them from its descriptors when it is built.
+    request_type: type[Message]
+    response_type: type[Message]
     #: Most requests `process_batch` receives at once, and how long to wait to fill a batch.
     max_batch_size: ClassVar[int] = 1
     max_batch_delay_ms: ClassVar[float] = 0.0
@@ -75,3 +84,45 @@ class Model(Generic[RequestT, ResponseT]):
 
     def close_executor(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class BytesModel(Model[Message, Message]):
+    """A model in the seed's form: ``process_request(self, body)`` gets the request's
+    serialized bytes and returns the response message (or its bytes), and
+    ``get_request_format()`` / ``get_response_format()`` return the messages' descriptors.
+    ``name`` defaults to the class name in snake case (``ModelA`` serves ``model_a``).
+
+    The runtime hands every model decoded messages; this adapter serializes them again, a
+    copy that costs a microsecond or so for small messages. New models should subclass
+    `Model` and take decoded requests."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls.__name__).lower()
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        super().__init__(settings)
+        self.request_type = GetMessageClass(self.get_request_format())
+        self.response_type = GetMessageClass(self.get_response_format())
+
+    def get_request_format(self) -> Descriptor:
+        """The request message's descriptor, e.g. ``models_pb2.ModelARequest.DESCRIPTOR``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get_request_format")
+
+    def get_response_format(self) -> Descriptor:
+        """The response message's descriptor."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get_response_format")
+
+    async def process_request(self, body: bytes) -> Message | bytes:  # type: ignore[override]
+        """Turn one serialized request into its response."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process_request")
+
+    async def process_batch(self, requests: Sequence[Message]) -> list[Message]:
+        responses = []
+        for request in requests:
+            response = await self.process_request(request.SerializeToString())
+            if isinstance(response, bytes):
+                response = self.response_type.FromString(response)
+            responses.append(response)
+        return responses
