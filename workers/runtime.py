@@ -4,8 +4,10 @@ It connects, registers the model, heartbeats, consumes with a prefetch and gathe
 deliveries into batches; `workers.processing` does the work of each batch (decode -> run ->
 store -> ack, acking only once the result is saved).
 
-Shutdown, in this order: stop consuming; requeue deliveries not yet started; let running
-batches finish within the grace period; leave the registry; unload the model; close.
+Shutdown, in this order: stop consuming (and starting batches); requeue deliveries not yet
+started; let running batches finish within the grace period, then cancel those still running
+(the broker requeues their deliveries at the close); leave the registry; unload the model;
+close.
 """
 
 from __future__ import annotations
@@ -153,14 +155,22 @@ class Worker:
 
     async def stop(self) -> None:
         logger.info("worker %s stopping", self.worker_id)
+        self._stopping.set()  # from here on no runner starts a batch (see _run_batches)
         await self._queue.cancel(self._consumer_tag)
         await self._requeue_waiting()
-        done, pending = await asyncio.wait(
-            [asyncio.create_task(self._drain(runner)) for runner in self._runners],
-            timeout=self.settings.grace_period_s,
-        )
-        for task in pending:
-            task.cancel()  # the channel closes below; the broker requeues what they held
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.settings.grace_period_s)
+        except TimeoutError:
+            logger.warning(
+                "grace period over: cutting %d deliveries in flight; the broker requeues them",
+                self._in_flight,
+            )
+        # Cancel the runners themselves (idle ones wait on the inbox, any still running are
+        # past the grace period) and wait until they are out: no batch may run on into the
+        # unload and the close below.
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.wait(self._runners)
         await self._requeue_waiting()
         self._heartbeat_task.cancel()
         await self._registry.deregister(self.model.name, self.worker_id)
@@ -169,11 +179,6 @@ class Worker:
         await self._connection.close()
         await self._redis.aclose()
         logger.info("worker %s stopped", self.worker_id)
-
-    async def _drain(self, runner: asyncio.Task[None]) -> None:
-        """Let the runners finish the batches they hold, then end them."""
-        await self._idle.wait()
-        runner.cancel()
 
     async def _requeue_waiting(self) -> None:
         while not self._inbox.empty():
@@ -238,6 +243,12 @@ class Worker:
     async def _run_batches(self) -> None:
         while True:
             messages = await self._next_batch()
+            if self._stopping.is_set():
+                # Taken after stop began (cancelling the consumer is a round trip to the
+                # broker): a leaving worker starts nothing, it gives them back.
+                for message in messages:
+                    await settle(message.nack(requeue=True))
+                return
             self._in_flight += len(messages)
             self._idle.clear()
             try:
