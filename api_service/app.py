@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: GatewaySettings | None = None) -> HotPath:
     """The gateway's ASGI app: the predictions' fast path in front of the FastAPI app."""
-    return HotPath(create_fastapi_app(settings or GatewaySettings()))
+    settings = settings or GatewaySettings()
+    return HotPath(create_fastapi_app(settings), settings.body_timeout_s)
 
 
 def create_fastapi_app(settings: GatewaySettings) -> FastAPI:

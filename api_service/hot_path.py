@@ -7,13 +7,15 @@ takes the requests it fully understands (a model name or task id, and in the que
 ``wait`` and, for a prediction, ``timeout``, as numbers in range) straight to
 `answer_prediction` and `answer_task`, with the same metrics and error answers as the FastAPI
 app; everything else goes to the FastAPI app, whose routes document the calls and word the
-errors of unusual query strings.
+errors of unusual query strings. Both read bodies through `api_service.request_body`: a
+body that stops arriving gets 408, one an answer did not need is discarded before the
+connection closes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from api_service.errors import error_response
 from api_service.metrics import record_request
+from api_service.request_body import BodyClock, RequestBody, has_body
 from api_service.responses import JSONResponse
 from api_service.routes.predict import MAX_DEADLINE_S, MAX_WAIT_S, answer_prediction
 from api_service.routes.tasks import answer_task
@@ -32,8 +35,9 @@ TASKS, TASKS_ROUTE = "/tasks/", "/tasks/{task_id}"
 
 
 class HotPath:
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, body_timeout_s: float) -> None:
         self.app = app
+        self.bodies = BodyClock(body_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -46,8 +50,9 @@ class HotPath:
                     headers = {
                         k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
                     }
-                    answer = answer_prediction(self.gateway, model, headers, _body(receive), *query)
-                    await self._serve(scope, receive, send, PREDICT_ROUTE, answer, model)
+                    body = RequestBody(receive, self.bodies)
+                    answer = answer_prediction(self.gateway, model, headers, body.chunks(), *query)
+                    await self._serve(scope, receive, send, PREDICT_ROUTE, answer, model, body)
                     return
             elif method == "GET" and path.startswith(TASKS):
                 task_id = path[len(TASKS) :]
@@ -56,6 +61,10 @@ class HotPath:
                     answer = answer_task(self.gateway, task_id, query[0])
                     await self._serve(scope, receive, send, TASKS_ROUTE, answer, "")
                     return
+            if has_body(scope["headers"]):  # FastAPI's routes read it as the hot path does
+                body = RequestBody(receive, self.bodies)
+                await self.app(scope, body.receive, body.lingering(send))
+                return
         await self.app(scope, receive, send)
 
     @property
@@ -70,6 +79,7 @@ class HotPath:
         route: str,
         answer: Coroutine[Any, Any, JSONResponse],
         model: str,
+        body: RequestBody | None = None,
     ) -> None:
         """Sends the answer (or the error's), and counts and times it as the FastAPI app's
         metrics middleware would."""
@@ -78,6 +88,8 @@ class HotPath:
             response = await answer
         except Exception as error:  # noqa: BLE001 - every error gets its JSON answer
             response = error_response(error, scope["method"], scope["path"])
+        if body is not None and not body.complete:  # answered before the body was read
+            send = body.lingering(send)
         await response(scope, receive, send)
         record_request(route, model, response.status_code, time.perf_counter() - started)
 
@@ -110,13 +122,3 @@ def _query(raw: bytes, names: tuple[str, ...]) -> tuple[float, float | None] | N
     except ValueError:
         return None
     return wait, deadline_s
-
-
-async def _body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return

@@ -44,6 +44,13 @@ class BodyTooLarge(InferqError):
     error_type = "BodyTooLarge"
 
 
+class BodyTimeout(InferqError):
+    """The request body stopped arriving."""
+
+    status_code = 408
+    error_type = "RequestTimeout"
+
+
 class UnsupportedMediaType(InferqError):
     status_code = 415
     error_type = "UnsupportedMediaType"

@@ -83,6 +83,14 @@ class GatewaySettings(CommonSettings):
     max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body accepted; beyond it: 413."
     )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for the next piece of a request body (nginx's "
+        "client_body_timeout); then 408 and the connection is closed. Long enough for a few "
+        "TCP retransmissions on a poor link (1 + 2 + 4 s), short enough that a stalled "
+        "client frees its connection soon.",
+    )
     max_wait_s: float = Field(30.0, gt=0, description="Longest `?wait=` a request may hold.")
     default_deadline_s: float = Field(
         300.0, gt=0, description="Deadline of a task whose request names none."

@@ -40,12 +40,14 @@ async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], li
     """The body, refusing (413) to buffer more than ``limit`` bytes."""
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+        raise BodyTooLarge(
+            f"body of {declared} bytes exceeds the limit of {limit} bytes (INFERQ_MAX_BODY_BYTES)"
+        )
     parts, size = [], 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
+            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes (INFERQ_MAX_BODY_BYTES)")
         parts.append(chunk)
     return b"".join(parts)
 
