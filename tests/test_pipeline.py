@@ -13,7 +13,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from proto import models_pb2
-from tests.stack import Stack
+from tests.stack import Stack, wait_until
 
 
 def _session(stack: Stack) -> aiohttp.ClientSession:
@@ -167,10 +167,36 @@ def test_models_are_listed_with_schemas(client: httpx.Client) -> None:
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert {"model_a", "model_b"} <= set(models)
     model_b = client.get("/models/model_b").json()
-    assert model_b["live_workers"] == 1 and model_b["queue_depth"] == 0
+    # (Its queue depth is whatever other tests left; the next test checks that in a queue of
+    # its own.)
+    assert model_b["live_workers"] == 1
     assert model_b["request_schema"]["properties"]["pixels"]["type"] == "array"
     assert "label" in model_b["response_schema"]["properties"]
     assert client.get("/models/nope").status_code == 404
+
+
+def test_queue_depth_counts_the_tasks_waiting_in_the_queue(stack: Stack) -> None:
+    """The depth /models shows is the number of the model's messages no worker holds yet."""
+    stack.start_gateway()
+    stack.start_worker("sleep", INFERQ_PREFETCH="1")  # holds one task at a time
+    stack.wait_live("sleep")
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+
+        def depth() -> int:
+            return int(client.get("/models/sleep").json()["queue_depth"])
+
+        assert depth() == 0  # a namespace of the test's own: nothing queued yet
+        busy = client.post("/predict/sleep", json={"ms": 3000}).json()["task_id"]
+        wait_until(
+            lambda: client.get(f"/tasks/{busy}").json()["status"] == "running", 10, "it to run"
+        )
+        # Posted one by one, so each is a message of its own; the worker holds only `busy`.
+        waiting = [client.post("/predict/sleep", json={"ms": 1}).json()["task_id"] for _ in "abc"]
+        assert depth() == len(waiting)
+        for task_id in [busy, *waiting]:
+            task = client.get(f"/tasks/{task_id}", params={"wait": 10}).json()
+            assert task["status"] == "succeeded", task
+        assert depth() == 0
 
 
 def test_health_and_docs(client: httpx.Client) -> None:

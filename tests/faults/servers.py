@@ -19,23 +19,86 @@ import redis
 
 from tests.stack import free_port
 
-RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # the Debian package's scripts, without the su wrapper
+# Where the servers are looked for: first (and then only) where these variables point; else
+# PATH and where the packages put them. Debian's RabbitMQ package keeps the real scripts in
+# /usr/lib/rabbitmq/bin; its /usr/sbin ones are a wrapper that switches to the rabbitmq user
+# and the system's own node, so that directory comes first and the wrapper is never used.
+REDIS_SERVER_ENV = "INFERQ_TEST_REDIS_SERVER"  # the redis-server program
+RABBITMQ_BIN_ENV = "INFERQ_TEST_RABBITMQ_BIN"  # the directory of rabbitmq-server and rabbitmqctl
+REDIS_DIRS = ("/usr/local/bin", "/usr/bin", "/usr/local/sbin", "/usr/sbin", "/opt/homebrew/bin",
+              "/opt/homebrew/opt/redis/bin", "/usr/local/opt/redis/bin")  # fmt: skip
+RABBITMQ_DIRS = ("/usr/local/sbin", "/usr/sbin", "/opt/homebrew/sbin",
+                 "/opt/homebrew/opt/rabbitmq/sbin", "/usr/local/opt/rabbitmq/sbin")  # fmt: skip
+RABBITMQ_PACKAGE_BIN = "/usr/lib/rabbitmq/bin"
+INSTALL = {
+    "redis": "apt-get install redis-server (Debian, Ubuntu), dnf install redis (Fedora), "
+    f"brew install redis (macOS), or set {REDIS_SERVER_ENV} to the redis-server program",
+    "rabbitmq": "apt-get install rabbitmq-server (Debian, Ubuntu), dnf install rabbitmq-server "
+    f"(Fedora), brew install rabbitmq (macOS), or set {RABBITMQ_BIN_ENV} to the directory "
+    "holding rabbitmq-server and rabbitmqctl",
+}
 # rabbitmqctl listens for Erlang distribution on one of these; a node must not take them.
 CLI_DIST_PORTS = range(35672, 35683)
 
 
+def find_redis_server() -> Path | None:
+    """The redis-server program to run, or None."""
+    if named := os.environ.get(REDIS_SERVER_ENV):
+        return _executable(Path(named))
+    if on_path := shutil.which("redis-server"):
+        return Path(on_path)
+    return next(filter(None, (_executable(Path(d, "redis-server")) for d in REDIS_DIRS)), None)
+
+
+def find_rabbitmq_bin() -> Path | None:
+    """The directory of the rabbitmq-server and rabbitmqctl scripts to run, or None."""
+    if named := os.environ.get(RABBITMQ_BIN_ENV):
+        candidates = [named]
+    else:
+        path = os.environ.get("PATH", "").split(os.pathsep)
+        candidates = [RABBITMQ_PACKAGE_BIN, *path, *RABBITMQ_DIRS]
+    return next((Path(d) for d in candidates if d and _rabbitmq_scripts(Path(d))), None)
+
+
 def redis_server_available() -> bool:
-    return shutil.which("redis-server") is not None
+    return find_redis_server() is not None
 
 
 def rabbitmq_server_available() -> bool:
-    return (RABBIT_BIN / "rabbitmq-server").exists() and (RABBIT_BIN / "rabbitmqctl").exists()
+    return find_rabbitmq_bin() is not None
+
+
+def not_found(server: str) -> str:
+    """Why ``server`` ("redis" or "rabbitmq") was not found, and what to install."""
+    variable = {"redis": REDIS_SERVER_ENV, "rabbitmq": RABBITMQ_BIN_ENV}[server]
+    programs = {"redis": "redis-server", "rabbitmq": "rabbitmq-server and rabbitmqctl"}[server]
+    if (named := os.environ.get(variable)) and server == "redis":
+        return f"{variable}={named} is not an executable redis-server"
+    if named:
+        return f"{variable}={named} does not hold {programs} (Debian's su wrappers do not count)"
+    places = [RABBITMQ_PACKAGE_BIN] if server == "rabbitmq" else []
+    places += ["PATH", *(REDIS_DIRS if server == "redis" else RABBITMQ_DIRS)]
+    return f"no {programs} in {', '.join(places)}; install: {INSTALL[server]}"
+
+
+def _executable(path: Path) -> Path | None:
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def _rabbitmq_scripts(directory: Path) -> bool:
+    server, ctl = directory / "rabbitmq-server", directory / "rabbitmqctl"
+    wrapper = server.resolve().name == "rabbitmq-script-wrapper"  # Debian's su wrapper
+    return bool(_executable(server) and _executable(ctl)) and not wrapper
 
 
 class RedisServer:
     """``redis-server`` on a free port, started and stopped at will; the port stays the same."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, program: Path | None = None) -> None:
+        found = program or find_redis_server()
+        if found is None:
+            raise RuntimeError(not_found("redis"))
+        self.program = found
         self.workdir = workdir
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -44,7 +107,7 @@ class RedisServer:
     def start(self) -> None:
         log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - the child writes to it
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            [str(self.program), "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
              "--daemonize", "no"],
             stdout=log, stderr=subprocess.STDOUT,
@@ -84,7 +147,11 @@ class RedisServer:
 class RabbitNode:
     """A RabbitMQ node of the test's own: no plugins, loopback only, data under ``workdir``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, bin_dir: Path | None = None) -> None:
+        found = bin_dir or find_rabbitmq_bin()
+        if found is None:
+            raise RuntimeError(not_found("rabbitmq"))
+        self.bin_dir = found
         self.workdir = workdir
         self.name = f"inferq-test-{secrets.token_hex(3)}@localhost"
         self.port = _node_port()
@@ -120,7 +187,7 @@ class RabbitNode:
         started = time.monotonic()
         log = open(self.workdir / "rabbitmq-server.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [str(RABBIT_BIN / "rabbitmq-server")],
+            [str(self.bin_dir / "rabbitmq-server")],
             cwd=self.workdir,
             env=self.env,
             stdout=log,
@@ -153,7 +220,7 @@ class RabbitNode:
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(RABBIT_BIN / "rabbitmqctl"), "-n", self.name, "-q", *args],
+            [str(self.bin_dir / "rabbitmqctl"), "-n", self.name, "-q", *args],
             env=self.env,
             capture_output=True,
             text=True,

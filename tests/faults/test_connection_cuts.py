@@ -69,17 +69,24 @@ def test_gateway_broker_link_cut_while_posting(stack: Stack, make_proxy: MakePro
     stack.wait_live("sleep")
 
     answers: list[tuple[int, float, str | None]] = []  # status, seconds, task id
+    failures: list[BaseException] = []  # what stopped the poster: the test raises it
     done = threading.Event()
 
     def post_until_done() -> None:
-        with httpx.Client(base_url=stack.url, timeout=30) as client:
-            while not done.is_set():
-                started = time.monotonic()
-                response = client.post("/predict/sleep", json={"ms": 5})
-                task_id = response.json().get("task_id") if response.status_code == 202 else None
-                answers.append((response.status_code, time.monotonic() - started, task_id))
+        try:
+            with httpx.Client(base_url=stack.url, timeout=30) as client:
+                while not done.is_set():
+                    started = time.monotonic()
+                    response = client.post("/predict/sleep", json={"ms": 5})
+                    accepted = response.status_code == 202
+                    task_id = response.json()["task_id"] if accepted else None
+                    answers.append((response.status_code, time.monotonic() - started, task_id))
+        except Exception as error:  # noqa: BLE001 - a request broken off, a 202 without an id
+            failures.append(error)
 
     def accepted_since(count: int) -> int:
+        if failures:  # no waiting for 202s from a poster that died: its error fails the test
+            raise failures[0]
         return sum(status == 202 for status, _, _ in answers[count:])
 
     poster = threading.Thread(target=post_until_done)
@@ -94,7 +101,10 @@ def test_gateway_broker_link_cut_while_posting(stack: Stack, make_proxy: MakePro
         wait_until(lambda c=count: accepted_since(c) >= 10, 30, "202s after the last cut")
     finally:
         done.set()
-        poster.join(30)
+        poster.join(35)
+    assert not poster.is_alive(), "a request hung past the client's 30 s timeout"
+    if failures:
+        raise failures[0]
 
     statuses = {status for status, _, _ in answers}
     assert statuses <= {202, 503}, answers

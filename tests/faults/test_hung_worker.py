@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import httpx
 
@@ -26,6 +27,16 @@ def runs_tasks(client: httpx.Client, pid: int | None) -> bool:
     return any(pid_of(v["worker_id"]) == pid for v in views.values())
 
 
+def state_and_cpu(pid: int) -> tuple[str, int]:
+    """The states of the process's threads ('T': all stopped) and the CPU time they have
+    used (ns, exact: a wake-up of a few µs shows), from /proc."""
+    threads = list(Path(f"/proc/{pid}/task").iterdir())
+    # /proc/.../stat: "pid (name) state ..."; /proc/.../schedstat: "run_ns wait_ns slices".
+    states = {(t / "stat").read_text().rpartition(")")[2].split()[0] for t in threads}
+    run_ns = sum(int((t / "schedstat").read_text().split()[0]) for t in threads)
+    return "".join(sorted(states)), run_ns
+
+
 def test_a_stopped_worker_stalls_nothing_and_its_tasks_come_back(stack: Stack) -> None:
     separator = "&" if "?" in SHARED.amqp_url else "?"
     fast_heartbeat = f"{SHARED.amqp_url}{separator}heartbeat={AMQP_HEARTBEAT_S}"
@@ -42,7 +53,8 @@ def test_a_stopped_worker_stalls_nothing_and_its_tasks_come_back(stack: Stack) -
 
         wait_until(held_by_hung, 20, "a task running on the worker to hang")
         hung.send_signal(signal.SIGSTOP)
-        stopped_at = time.monotonic()
+        wait_until(lambda: state_and_cpu(hung.pid)[0] == "T", 5, "the worker to be stopped")
+        stopped = state_and_cpu(hung.pid)
         stuck = held_by_hung()
         assert stuck  # a 400 ms task cannot have finished in the time it took to stop it
 
@@ -57,7 +69,9 @@ def test_a_stopped_worker_stalls_nothing_and_its_tasks_come_back(stack: Stack) -
         # Everything ends succeeded while it is still stopped: the broker took back what it
         # held when its connection missed its heartbeats, and the other worker ran it.
         views = wait_final(client, ids + more, timeout=40)
-        assert hung.poll() is None and stopped_at  # still there, still stopped
+        # ... and it really was stopped all along: still there, still stopped, and it has
+        # not run for a moment since (it finished nothing itself).
+        assert hung.poll() is None and state_and_cpu(hung.pid) == stopped
         assert all(v["status"] == "succeeded" for v in views.values()), stack.logs()
         for task_id in stuck:
             assert pid_of(views[task_id]["worker_id"]) != hung.pid, views[task_id]

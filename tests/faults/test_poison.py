@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.faults.models import CRASH, RAISE
-from tests.faults.probes import submit, view, wait_final
+from tests.faults.probes import pid_of, submit, view, wait_final
 from tests.stack import Stack, wait_until
 
 POISON = "tests.faults.models:PoisonModel"
@@ -51,6 +51,10 @@ class KeepRestarting:
             self.current.wait()
             if not self._stopping.is_set():
                 self.deaths += 1
+
+
+def queue_depth(client: httpx.Client) -> int:
+    return int(client.get("/models/poison").json()["queue_depth"])
 
 
 def test_a_model_that_raises_fails_the_task_at_once_with_its_error(stack: Stack) -> None:
@@ -131,12 +135,22 @@ def test_tasks_fetched_with_a_crashing_one_are_not_failed_with_it(
         stack.wait_live("poison")
         # Hold the worker still while the tasks are queued, so that all of them are in its
         # prefetch from the first crash on (the broker delivers them to a stopped process).
-        assert worker.current is not None
-        worker.current.send_signal(signal.SIGSTOP)
+        first = worker.current
+        assert first is not None
+        first.send_signal(signal.SIGSTOP)
         poisoned = submit(client, "poison", {"ms": CRASH})
         innocent = [submit(client, "poison", {"ms": 10 + i}) for i in range(3)]
-        worker.current.send_signal(signal.SIGCONT)
+        # What an operator sees: none waits in the queue, so the stopped worker holds them all.
+        wait_until(lambda: queue_depth(client) == 0, 5, "the stopped worker to hold every task")
+        first.send_signal(signal.SIGCONT)
         views = wait_final(client, [poisoned, *innocent], timeout=60)
+        last = worker.current
     assert views[poisoned]["error"]["type"] == "DeliveryLimitExceeded"
     failed = {t: views[t].get("error") for t in innocent if views[t]["status"] != "succeeded"}
     assert not failed, f"innocent tasks failed with the poisoned one ({worker.deaths} crashes)"
+    # They were given back, not run by a worker that crashed: the worker that held them
+    # died, and they ran on the one that took over once the poisoned task was failed.
+    assert DELIVERY_LIMIT <= worker.deaths <= DELIVERY_LIMIT + 1, worker.deaths
+    assert last is not None and last is not first
+    ran_on = {pid_of(views[t]["worker_id"]) for t in innocent}
+    assert ran_on == {last.pid}, (ran_on, first.pid, last.pid)

@@ -59,7 +59,7 @@ def test_redis_restart(private_redis: RedisServer, redis_stack: Stack) -> None:
     stack.start_worker("sleep")
     stack.wait_live("sleep")
     with (
-        FinalWrites(stack.namespace, private_redis.url) as writes,
+        FinalWrites(stack.namespace, private_redis.url, survives_restarts=True) as writes,
         httpx.Client(base_url=stack.url, timeout=30) as client,
     ):
         ids = [submit(client, "sleep", {"ms": 300}) for _ in range(6)]
