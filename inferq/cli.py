@@ -137,12 +137,12 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def check_worker(settings: WorkerSettings, model: str) -> int:
     """Liveness probe: a worker of ``model`` on this machine heartbeated recently."""
-    path = Path(health_file(settings, model))
-    age = time.time() - path.stat().st_mtime if path.exists() else None
-    if age is None or age > settings.heartbeat_ttl_s:
+    pattern = Path(health_file(settings, model))
+    ages = [time.time() - p.stat().st_mtime for p in pattern.parent.glob(pattern.name)]
+    if not ages or min(ages) > settings.heartbeat_ttl_s:
         print(f"unhealthy: no heartbeat from a {model} worker here in {settings.heartbeat_ttl_s}s")
         return 1
-    print(f"healthy: last heartbeat {age:.1f}s ago")
+    print(f"healthy: last heartbeat {min(ages):.1f}s ago")
     return 0
 
 

@@ -168,6 +168,8 @@ class LogSettings(BaseSettings):
     file_backups: int = Field(5, ge=0, description="Rotated log files kept (file.1, file.2 ...).")
 
 
-def health_file(settings: WorkerSettings, model: str) -> str:
-    """The file a worker of ``model`` touches while it is healthy (`inferq worker --check`)."""
-    return f"{settings.health_dir}/inferq-{settings.namespace}-{model}.alive"
+def health_file(settings: WorkerSettings, model: str, worker_id: str = "*") -> str:
+    """The file a worker of ``model`` touches while it is healthy, and removes when it stops
+    (`inferq worker --check`); each worker has its own, so replicas of one model on one
+    machine do not share it. ``worker_id="*"``: the pattern of them all."""
+    return f"{settings.health_dir}/inferq-{settings.namespace}-{model}-{worker_id}.alive"

@@ -174,6 +174,7 @@ class Worker:
         await self._requeue_waiting()
         self._heartbeat_task.cancel()
         await self._registry.deregister(self.model.name, self.worker_id)
+        self._health_file.unlink(missing_ok=True)  # noqa: ASYNC240 - a few µs
         await self.model.unload()
         self.model.close_executor()
         await self._connection.close()
@@ -186,6 +187,10 @@ class Worker:
             await settle(message.nack(requeue=True))
 
     # --- registry ------------------------------------------------------------------------
+    @property
+    def _health_file(self) -> Path:
+        return Path(health_file(self.settings, self.model.name, self.worker_id))
+
     @property
     def _queue_max_length(self) -> int:
         return self.model.queue_max_length or self.settings.queue_max_length
@@ -237,7 +242,7 @@ class Worker:
                 logger.warning("heartbeat failed (will retry): %s", error)
             else:
                 # Healthy = the event loop runs and Redis takes heartbeats.
-                Path(health_file(self.settings, self.model.name)).touch()  # noqa: ASYNC240 - µs
+                self._health_file.touch()  # noqa: ASYNC240 - a few µs
 
     # --- the work ------------------------------------------------------------------------
     async def _run_batches(self) -> None:

@@ -34,13 +34,13 @@ class ContractTestNotRun(UserWarning):
     """A contract test was skipped: its server is not installed."""
 
 
-def server_missing(request: pytest.FixtureRequest, server: str, variable: str) -> NoReturn:
+def server_missing(
+    request: pytest.FixtureRequest, server: str, variable: str, promise: str = CONTRACT_5
+) -> NoReturn:
     """Skip a restart test whose server is not installed, saying loudly which promise went
     untested and what to install; fail it instead on CI (CI=true), where a skip passes
     unseen, or where the environment variable names a server that is not there (a typo)."""
-    reason = (
-        f"{request.node.nodeid} did NOT run, so {CONTRACT_5} went untested: {not_found(server)}"
-    )
+    reason = f"{request.node.nodeid} did NOT run, so {promise} went untested: {not_found(server)}"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get(variable):
         pytest.fail(reason, pytrace=False)
     warnings.warn(reason, ContractTestNotRun, stacklevel=2)  # shown without -rs, too

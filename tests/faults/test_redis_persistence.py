@@ -17,17 +17,33 @@ import redis
 import redis.asyncio
 
 from inferq.redis_client import warn_if_not_persistent
-from tests.faults.servers import RedisServer, redis_server_available
+from tests.faults.conftest import server_missing
+from tests.faults.servers import REDIS_SERVER_ENV, RedisServer, find_redis_server
 from tests.stack import ROOT, free_port
 
-pytestmark = pytest.mark.skipif(not redis_server_available(), reason="needs redis-server")
-
 WARNING = "keeps nothing on disk"
+PROMISE = "the promise that the Redis `make up` starts keeps task records across a restart"
 
 
-def ensure_services(redis_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def redis_server(request: pytest.FixtureRequest) -> Path:
+    program = find_redis_server()
+    if program is None:
+        server_missing(request, "redis", REDIS_SERVER_ENV, PROMISE)
+    return program
+
+
+def ensure_services(
+    redis_url: str, data_dir: Path, program: Path
+) -> subprocess.CompletedProcess[str]:
     """`make up`'s first step, pointed at a Redis port of this test's own."""
-    env = {**os.environ, "INFERQ_REDIS_URL": redis_url, "INFERQ_REDIS_DIR": str(data_dir)}
+    env = {
+        **os.environ,
+        "PATH": f"{program.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "INFERQ_REDIS_URL": redis_url,
+        "INFERQ_REDIS_DIR": str(data_dir),
+        "INFERQ_NO_INSTALL": "1",  # a test installs nothing
+    }
     return subprocess.run(
         ["bash", str(ROOT / "scripts" / "ensure_services.sh")],
         env=env,
@@ -38,10 +54,12 @@ def ensure_services(redis_url: str, data_dir: Path) -> subprocess.CompletedProce
     )
 
 
-def test_the_redis_make_up_starts_keeps_task_records_across_a_crash(tmp_path: Path) -> None:
+def test_the_redis_make_up_starts_keeps_task_records_across_a_crash(
+    tmp_path: Path, redis_server: Path
+) -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    started = ensure_services(url, tmp_path)
+    started = ensure_services(url, tmp_path, redis_server)
     assert f"starting Redis on 127.0.0.1:{port}" in started.stdout, started.stdout
     client = redis.Redis(port=port, socket_timeout=5)
     try:
@@ -51,7 +69,7 @@ def test_the_redis_make_up_starts_keeps_task_records_across_a_crash(tmp_path: Pa
         os.kill(int(client.info("server")["process_id"]), signal.SIGKILL)
         client.close()
 
-        again = ensure_services(url, tmp_path)
+        again = ensure_services(url, tmp_path, redis_server)
         assert f"starting Redis on 127.0.0.1:{port}" in again.stdout, again.stdout
         assert client.get("inferq-test:task") == b"succeeded"
         assert WARNING not in again.stderr
@@ -64,12 +82,12 @@ def test_the_redis_make_up_starts_keeps_task_records_across_a_crash(tmp_path: Pa
 
 
 def test_a_redis_that_keeps_nothing_on_disk_is_warned_about(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, redis_server: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = RedisServer(tmp_path)  # started with --save "" --appendonly no
+    server = RedisServer(tmp_path, redis_server)  # started with --save "" --appendonly no
     server.start()
     try:
-        reused = ensure_services(server.url, tmp_path)
+        reused = ensure_services(server.url, tmp_path, redis_server)
         assert "reusing it" in reused.stdout
         assert WARNING in reused.stderr
 
