@@ -11,10 +11,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.faults.probes import SHARED, FinalWrites, pid_of, running, submit, wait_final
+from inferq.settings import WorkerSettings
+from tests.faults.probes import FinalWrites, pid_of, running, submit, wait_final
 from tests.stack import Stack, wait_until
 
-AMQP_HEARTBEAT_S = 2
+DEFAULTS = WorkerSettings.model_fields
+# The broker drops a connection silent for two heartbeat timeouts at most.
+BROKER_GIVES_BACK_S = 2 * DEFAULTS["amqp_heartbeat_s"].default
+REGISTRY_EXPIRY_S = DEFAULTS["heartbeat_interval_s"].default * DEFAULTS["heartbeat_misses"].default
 
 
 def live_workers(client: httpx.Client) -> int:
@@ -38,10 +42,10 @@ def state_and_cpu(pid: int) -> tuple[str, int]:
 
 
 def test_a_stopped_worker_stalls_nothing_and_its_tasks_come_back(stack: Stack) -> None:
-    separator = "&" if "?" in SHARED.amqp_url else "?"
-    fast_heartbeat = f"{SHARED.amqp_url}{separator}heartbeat={AMQP_HEARTBEAT_S}"
+    # The product's defaults: its AMQP heartbeat bounds how long the broker waits for a
+    # hung consumer, and its registry heartbeat how long the worker is listed.
     stack.start_gateway()
-    hung = stack.start_worker("sleep", INFERQ_AMQP_URL=fast_heartbeat)
+    hung = stack.start_worker("sleep")
     stack.start_worker("sleep")
     stack.wait_live("sleep", 2)
 
@@ -64,11 +68,15 @@ def test_a_stopped_worker_stalls_nothing_and_its_tasks_come_back(stack: Stack) -
         more = [submit(client, "sleep", {"ms": 10}) for _ in range(3)]
         assert time.monotonic() - started < 2
         # The hung worker's heartbeat stops: the registry drops it by itself.
-        wait_until(lambda: live_workers(client) == 1, 10, "the hung worker to leave the registry")
+        wait_until(
+            lambda: live_workers(client) == 1,
+            REGISTRY_EXPIRY_S + 5,
+            "the hung worker to leave the registry",
+        )
 
         # Everything ends succeeded while it is still stopped: the broker took back what it
         # held when its connection missed its heartbeats, and the other worker ran it.
-        views = wait_final(client, ids + more, timeout=40)
+        views = wait_final(client, ids + more, timeout=BROKER_GIVES_BACK_S + 15)
         # ... and it really was stopped all along: still there, still stopped, and it has
         # not run for a moment since (it finished nothing itself).
         assert hung.poll() is None and state_and_cpu(hung.pid) == stopped
