@@ -1,0 +1,54 @@
+"""The README's quickstart commands, run as written (the shell, curl and the console script)
+against a running gateway: a command that fails for a user fails here."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.stack import ROOT, Stack
+
+README = ROOT / "README.md"
+QUICKSTART = re.compile(r"## Quickstart\n\n```bash\n(.*?)```", re.S)
+SKIPPED = ("make up", "open ", "/tasks/3f…")  # the terminal it runs in, a browser, a placeholder
+
+
+def quickstart_commands() -> list[str]:
+    block = QUICKSTART.search(README.read_text())
+    assert block, "README has no Quickstart block"
+    # Join continuation lines; drop comments (a "#" after two spaces or at the start).
+    text = block.group(1).replace("\\\n", " ")
+    lines = [re.split(r"(^|\s{2,})#", line)[0].strip() for line in text.splitlines()]
+    return [line for line in lines if line and not any(s in line for s in SKIPPED)]
+
+
+def test_the_quickstart_holds_the_commands_a_user_runs() -> None:
+    commands = quickstart_commands()
+    assert sum(c.startswith("curl ") for c in commands) == 2, commands
+    assert sum(c.startswith(".venv/bin/inferq ") for c in commands) == 2, commands
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the quickstart uses curl")
+def test_the_quickstart_commands_work_as_written(shared_stack: Stack, tmp_path: Path) -> None:
+    console = Path(sys.executable).parent / "inferq"  # the suite's venv may lie elsewhere
+    for command in quickstart_commands():
+        command = command.replace("http://localhost:8000", shared_stack.url)
+        command = command.replace(".venv/bin/inferq", str(console))
+        result = subprocess.run(
+            ["bash", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={**shared_stack.env, "INFERQ_GATEWAY_URL": shared_stack.url},
+        )
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        if command.startswith("curl"):
+            answer = json.loads(result.stdout)
+            assert answer.get("status") in ("queued", "succeeded"), (command, answer)
