@@ -25,7 +25,7 @@ from api_service.waiter import TaskWaiter
 from inferq.names import Names
 from inferq.redis_client import connect_redis, warn_if_not_persistent
 from inferq.settings import GatewaySettings
-from inferq.tasks import TaskStore
+from inferq.tasks.store import TaskStore
 from model_registry.registry import Registry
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api_service.broker import TaskPublisher
-from inferq.tasks import TaskStore
+from inferq.tasks.store import TaskStore
 from proto.task_pb2 import TaskEnvelope
 
 logger = logging.getLogger(__name__)

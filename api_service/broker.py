@@ -18,7 +18,7 @@ from aiormq import spec
 from api_service.metrics import PUBLISH_SECONDS
 from inferq.amqp import connect_with_retry
 from inferq.errors import BrokerUnavailable, QueueFull
-from inferq.tasks import now_ms
+from inferq.tasks.state import now_ms
 from proto.task_pb2 import TaskBatch, TaskEnvelope
 
 logger = logging.getLogger(__name__)

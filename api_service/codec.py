@@ -15,7 +15,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from inferq.errors import InvalidRequest, UnsupportedMediaType
-from inferq.tasks import DEADLINE_EXCEEDED, TaskState, TaskStatus
+from inferq.tasks.outcomes import DEADLINE_EXCEEDED
+from inferq.tasks.state import TaskState, TaskStatus
 
 JSON_TYPES = frozenset({"application/json", ""})
 PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})

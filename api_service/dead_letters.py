@@ -20,14 +20,9 @@ from redis.exceptions import RedisError
 from api_service.broker import TaskPublisher
 from inferq.errors import InferqError
 from inferq.names import REPUBLISHED_HEADER, Names
-from inferq.tasks import (
-    DEADLINE_EXCEEDED,
-    Outcome,
-    TaskStatus,
-    TaskStore,
-    delivery_limit_exceeded,
-    now_ms,
-)
+from inferq.tasks.outcomes import DEADLINE_EXCEEDED, Outcome, delivery_limit_exceeded
+from inferq.tasks.state import TaskStatus, now_ms
+from inferq.tasks.store import TaskStore
 from inferq.topology import declare_dead_letters
 from inferq.tracing import trace_id_in
 from proto.task_pb2 import TaskBatch, TaskEnvelope

@@ -12,7 +12,7 @@ import math
 from collections import deque
 from typing import Any, NamedTuple
 
-from inferq.tasks import TaskState, TaskStatus, now_ms
+from inferq.tasks.state import TaskState, TaskStatus, now_ms
 
 WINDOW_S = 60.0
 MAX_SAMPLES = 10_000  # per model; beyond this many tasks a minute, the oldest drop out

@@ -15,7 +15,7 @@ from api_service.submission import TaskSubmitter
 from api_service.waiter import TaskWaiter
 from inferq.names import Names
 from inferq.settings import GatewaySettings
-from inferq.tasks import TaskStore
+from inferq.tasks.store import TaskStore
 
 
 @dataclass

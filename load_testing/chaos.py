@@ -36,7 +36,7 @@ from inferq.admin import drop_namespace
 from inferq.names import Names
 from inferq.settings import CommonSettings
 from inferq.supervisor import stop_processes
-from inferq.tasks import read_notice
+from inferq.tasks.store import read_notice
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = frozenset({"succeeded", "failed", "expired"})

@@ -12,7 +12,9 @@ from redis.asyncio import Redis
 
 from inferq.names import Names
 from inferq.redis_client import connect_redis
-from inferq.tasks import Outcome, TaskStatus, TaskStore, new_task_id, now_ms, read_notice
+from inferq.tasks.outcomes import Outcome
+from inferq.tasks.state import TaskStatus, new_task_id, now_ms
+from inferq.tasks.store import TaskStore, read_notice
 from model_registry.record import ModelRecord, WorkerHeartbeat
 from model_registry.registry import Registry
 from proto.task_pb2 import TaskEnvelope

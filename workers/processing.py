@@ -2,8 +2,8 @@
 
 The ack policy is "ack when saved": a delivery is acked only after its final state is in
 Redis, so a worker killed at any point leaves the task in the queue and the broker redelivers
-it. Storing a final state is idempotent (see `inferq.tasks`), so a redelivered task that had
-already finished is acked without running again.
+it. Storing a final state is idempotent (see `inferq.tasks.store`), so a redelivered task that
+had already finished is acked without running again.
 """
 
 from __future__ import annotations
@@ -22,14 +22,9 @@ from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from inferq.names import REPUBLISHED_HEADER
-from inferq.tasks import (
-    DEADLINE_EXCEEDED,
-    Outcome,
-    TaskStatus,
-    TaskStore,
-    delivery_limit_exceeded,
-    now_ms,
-)
+from inferq.tasks.outcomes import DEADLINE_EXCEEDED, Outcome, delivery_limit_exceeded
+from inferq.tasks.state import TaskStatus, now_ms
+from inferq.tasks.store import TaskStore
 from inferq.tracing import start_consumer_span
 from proto.task_pb2 import TaskBatch, TaskEnvelope
 from workers import metrics

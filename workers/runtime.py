@@ -31,7 +31,8 @@ from inferq.amqp import connect_with_retry
 from inferq.names import Names
 from inferq.redis_client import connect_redis, warn_if_not_persistent
 from inferq.settings import WorkerSettings, health_file
-from inferq.tasks import TaskStore, now_ms
+from inferq.tasks.state import now_ms
+from inferq.tasks.store import TaskStore
 from inferq.topology import declare_model_queue
 from model_registry.descriptors import build_descriptor_set
 from model_registry.record import ModelRecord, WorkerHeartbeat

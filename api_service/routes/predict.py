@@ -13,7 +13,7 @@ from api_service.codec import decode_request, task_view
 from api_service.responses import JSONResponse
 from api_service.state import Gateway, gateway
 from inferq.errors import BodyTooLarge, InvalidRequest
-from inferq.tasks import new_task_id, now_ms
+from inferq.tasks.state import new_task_id, now_ms
 from inferq.tracing import server_span
 
 logger = logging.getLogger(__name__)

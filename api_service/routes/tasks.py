@@ -12,7 +12,7 @@ from api_service.responses import JSONResponse
 from api_service.routes.predict import MAX_WAIT_S
 from api_service.state import Gateway, gateway
 from inferq.errors import TaskNotFound
-from inferq.tasks import TaskStatus, now_ms
+from inferq.tasks.state import TaskStatus, now_ms
 
 router = APIRouter()
 

@@ -14,7 +14,7 @@ import redis
 
 from inferq.names import Names
 from inferq.settings import CommonSettings
-from inferq.tasks import read_notice
+from inferq.tasks.store import read_notice
 
 FINAL = frozenset({"succeeded", "failed", "expired"})
 

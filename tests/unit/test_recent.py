@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api_service.recent import RecentLatency
-from inferq.tasks import TaskState, TaskStatus, now_ms
+from inferq.tasks.state import TaskState, TaskStatus, now_ms
 
 
 def task(
