@@ -1,9 +1,14 @@
 """The one error hierarchy: each error knows its HTTP status and crosses the wire as type and
-message, never pickled."""
+message, never pickled. An error that ends a task (a worker's, the dead-letter consumer's) is
+stored in the task's record as its type and message, and the task ends with the error's
+``task_status``; clients read it in the task view's ``error``. An error raised by a user's
+model is stored under its own class name instead (`inferq.tasks.outcomes.model_failure`)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from inferq.tasks.state import TaskStatus
 
 
 class InferqError(Exception):
@@ -11,6 +16,8 @@ class InferqError(Exception):
 
     status_code = 500
     error_type = "InternalError"
+    #: The status a task ends with when this error ends it.
+    task_status = TaskStatus.FAILED
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -33,7 +40,8 @@ class TaskNotFound(InferqError):
 
 
 class InvalidRequest(InferqError):
-    """The body does not match the model's request message."""
+    """The body does not match the model's request message (at the gateway), or the task's
+    request does not decode as it (at the worker)."""
 
     status_code = 422
     error_type = "InvalidRequest"
@@ -84,3 +92,26 @@ class BrokerUnavailable(_RetryLater):
 class StoreUnavailable(_RetryLater):
     status_code = 503
     error_type = "StoreUnavailable"
+
+
+class DeadlineExceeded(InferqError):
+    """The task's deadline passed before a worker could run it."""
+
+    status_code = 504
+    error_type = "DeadlineExceeded"
+    task_status = TaskStatus.EXPIRED
+
+
+class DeliveryLimitExceeded(InferqError):
+    """The task was started ``INFERQ_DELIVERY_LIMIT`` times and its worker died each time."""
+
+    status_code = 500
+    error_type = "DeliveryLimitExceeded"
+
+
+class DeadLettered(InferqError):
+    """The broker dead-lettered the task for a reason other than its deadline or the delivery
+    limit. Its type on the wire is the older name, ``Rejected``."""
+
+    status_code = 500
+    error_type = "Rejected"

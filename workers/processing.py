@@ -21,8 +21,15 @@ from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
+from inferq.errors import InvalidRequest
 from inferq.names import REPUBLISHED_HEADER
-from inferq.tasks.outcomes import DEADLINE_EXCEEDED, Outcome, delivery_limit_exceeded
+from inferq.tasks.outcomes import (
+    DEADLINE_EXCEEDED,
+    Outcome,
+    delivery_limit_exceeded,
+    failure,
+    model_failure,
+)
 from inferq.tasks.state import TaskStatus, now_ms
 from inferq.tasks.store import TaskStore
 from inferq.tracing import start_consumer_span
@@ -284,7 +291,7 @@ class BatchProcessor:
         try:
             batch.append((delivery, self.model.request_type.FromString(delivery.envelope.request)))
         except DecodeError as error:
-            outcomes[delivery.task_id] = _failure("InvalidRequest", error)
+            outcomes[delivery.task_id] = failure(InvalidRequest(str(error)))
 
     async def _predict(self, requests: list) -> list[Outcome]:  # type: ignore[type-arg]
         """Runs the batch; if it raises, runs each request alone so one bad input fails
@@ -299,7 +306,7 @@ class BatchProcessor:
             return [Outcome(TaskStatus.SUCCEEDED, result=r.SerializeToString()) for r in responses]
         except Exception as error:  # noqa: BLE001 - any error of the model fails its task
             if len(requests) == 1:
-                return [_failure(type(error).__name__, error)]
+                return [model_failure(error)]
         return [(await self._predict([request]))[0] for request in requests]
 
     async def _store_outcomes(
@@ -326,10 +333,6 @@ def _first_delivery(message: AbstractIncomingMessage) -> bool:
     """Whether no worker can have started the message's tasks before: neither redelivered
     by the broker nor published again by the dead-letter consumer."""
     return not message.redelivered and REPUBLISHED_HEADER not in (message.headers or {})
-
-
-def _failure(error_type: str, error: BaseException) -> Outcome:
-    return Outcome(TaskStatus.FAILED, error_type=error_type, error_message=str(error))
 
 
 async def settle(operation: object) -> None:

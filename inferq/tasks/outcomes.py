@@ -1,11 +1,14 @@
 """The outcome policy: the final state a worker (or the dead-letter consumer) writes for a
-task, and the two a task ends with when it never ran to the end (crashed its worker at each
-start; reached its deadline first)."""
+task. A task ends with its model's response, with the error its model raised (under the
+error's own class name), or with one of inferq's errors (`inferq.errors`): its request does
+not decode, it crashed its worker at each start, it reached its deadline first, the broker
+dead-lettered it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inferq.errors import DeadLettered, DeadlineExceeded, DeliveryLimitExceeded, InferqError
 from inferq.tasks.state import TaskStatus
 
 
@@ -44,19 +47,34 @@ class Outcome:
         return pairs
 
 
+def failure(error: InferqError) -> Outcome:
+    """What a task that ``error`` ended ends with."""
+    return Outcome(error.task_status, error_type=error.error_type, error_message=error.message)
+
+
+def model_failure(error: Exception) -> Outcome:
+    """What a task whose model raised ``error`` ends with: the error under its own class name,
+    as the model's author named it."""
+    return Outcome(TaskStatus.FAILED, error_type=type(error).__name__, error_message=str(error))
+
+
 def delivery_limit_exceeded(attempts: int) -> Outcome:
     """What a task that crashed its worker at each of its ``attempts`` starts ends with."""
-    return Outcome(
-        TaskStatus.FAILED,
-        error_type="DeliveryLimitExceeded",
-        error_message=f"the task was started {attempts} times and its worker died each "
-        "time; its input may be crashing the worker",
+    return failure(
+        DeliveryLimitExceeded(
+            f"the task was started {attempts} times and its worker died each "
+            "time; its input may be crashing the worker"
+        )
     )
 
 
+def dead_lettered(reason: str) -> Outcome:
+    """What a task the broker dead-lettered for ``reason`` (``x-first-death-reason``, other
+    than ``expired`` and ``delivery_limit``) ends with."""
+    return failure(DeadLettered(f"dead-lettered: {reason}"))
+
+
 #: What a task that reached its deadline before running ends with (worker, dead letters, view).
-DEADLINE_EXCEEDED = Outcome(
-    TaskStatus.EXPIRED,
-    error_type="DeadlineExceeded",
-    error_message="the task's deadline passed before a worker could run it",
+DEADLINE_EXCEEDED = failure(
+    DeadlineExceeded("the task's deadline passed before a worker could run it")
 )
