@@ -32,11 +32,11 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from inferq.admin import drop_namespace
 from inferq.names import Names
 from inferq.settings import CommonSettings
-from inferq.supervisor import stop_processes
 from inferq.tasks.store import read_notice
+from inferq_cli.admin import drop_namespace
+from inferq_cli.supervisor import stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = frozenset({"succeeded", "failed", "expired"})
@@ -86,7 +86,7 @@ class Processes:
     def _spawn(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}-{len(self.all)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "inferq.cli", *argv],
+            [sys.executable, "-m", "inferq_cli", *argv],
             cwd=ROOT,
             env=self.env,
             stdout=log,

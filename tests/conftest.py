@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from inferq.admin import drop_namespace
 from inferq.settings import CommonSettings
+from inferq_cli.admin import drop_namespace
 from tests.stack import Stack
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferq.supervisor import stop_processes
+from inferq_cli.supervisor import stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ class Stack:
     def spawn(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}-{len(self.processes)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "inferq.cli", *args],
+            [sys.executable, "-m", "inferq_cli", *args],
             cwd=ROOT,
             env={**self.env, **env},
             stdout=log,

@@ -101,7 +101,7 @@ def test_worker_metrics_health_check_and_models_view(stack: Stack) -> None:
 
     def check() -> int:
         env = {**stack.env, "INFERQ_HEALTH_DIR": str(stack.log_dir)}
-        command = [sys.executable, "-m", "inferq.cli", "worker", "model_a", "--check"]
+        command = [sys.executable, "-m", "inferq_cli", "worker", "model_a", "--check"]
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True).returncode
 
     wait_until(lambda: check() == 0, 5, "a healthy check")

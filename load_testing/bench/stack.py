@@ -19,9 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from inferq.admin import drop_namespace
 from inferq.settings import CommonSettings
-from inferq.supervisor import stop_processes
+from inferq_cli.admin import drop_namespace
+from inferq_cli.supervisor import stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
@@ -148,7 +148,7 @@ class InferqStack(Servers):
     def start(self) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.spawn("gateway", ["-m", "inferq.cli", "gateway", "--port", str(port)])
+        self.spawn("gateway", ["-m", "inferq_cli", "gateway", "--port", str(port)])
         self._spawn_worker(0)
         self.wait_until(lambda: _get(f"{self.url}/readyz") is not None, "the gateway")
         # The others only once the first one consumes: RabbitMQ 3.10 answers a basic.consume
@@ -167,7 +167,7 @@ class InferqStack(Servers):
         if self.metrics:
             self.metrics_ports[f"worker-{i}"] = metrics_port = free_port()
             env["INFERQ_METRICS_PORT"] = str(metrics_port)
-        self.spawn(f"worker-{i}", ["-m", "inferq.cli", "worker", self.model], env)
+        self.spawn(f"worker-{i}", ["-m", "inferq_cli", "worker", self.model], env)
 
     def _live(self, workers: int) -> bool:
         return int(self.describe().get("live_workers") or 0) >= workers

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from inferq.logs import log_file_for
 from inferq.settings import LogSettings
+from inferq_cli.logs import log_file_for
 
 GRACE_S = 30.0
 

@@ -1,5 +1,6 @@
 """Removes everything one namespace created: its queues, exchange and Redis keys. For test
-runs and for tearing down a deployment; it touches no name outside the namespace."""
+runs and for tearing down a deployment; it touches no name outside the namespace. An
+operator's action on a whole deployment, used by no role: so it sits here, above them."""
 
 from __future__ import annotations
 
