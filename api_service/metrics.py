@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import functools
-import time
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter(
     "inferq_gateway_requests_total", "HTTP requests answered", ["route", "model", "status"]
@@ -18,12 +16,6 @@ REQUEST_SECONDS = Histogram(
     "Time to answer an HTTP request (a ?wait= request includes its wait)",
     ["route", "model"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-PUBLISH_SECONDS = Histogram(
-    "inferq_gateway_publish_seconds",
-    "Time from publishing a task to the broker's confirm",
-    ["queue"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
 
 router = APIRouter()
@@ -47,34 +39,3 @@ def _request_series(route: str, model: str, status: int) -> tuple[Counter, Histo
     """The labelled series of a (route, model, status), looked up once: ``labels()`` takes a
     lock and builds a key on every call, a few µs per request on the hot path."""
     return REQUESTS.labels(route, model, str(status)), REQUEST_SECONDS.labels(route, model)
-
-
-class MetricsMiddleware:
-    """Counts and times every request by route template, model and status (pure ASGI: far
-    cheaper per request than Starlette's BaseHTTPMiddleware)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note_status)
-        finally:
-            record_request(
-                getattr(scope.get("route"), "path", "unmatched"),
-                scope.get("path_params", {}).get("model", ""),
-                status,
-                time.perf_counter() - started,
-            )

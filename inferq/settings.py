@@ -92,6 +92,12 @@ class GatewaySettings(CommonSettings):
         "client frees its connection soon.",
     )
     max_wait_s: float = Field(30.0, gt=0, description="Longest `?wait=` a request may hold.")
+    gateway_access_log: bool = Field(
+        False,
+        description="Log one INFO line per HTTP request (method, path, status, time, trace "
+        "id); 5xx answers are logged either way. Off by default: the workers' access log "
+        "already has a line per task, and the gateway is the busiest process.",
+    )
     default_deadline_s: float = Field(
         300.0, gt=0, description="Deadline of a task whose request names none."
     )

@@ -27,6 +27,8 @@ CONTEXT_FIELDS = (
     "status",
     "queue_ms",
     "run_ms",
+    "http_status",
+    "duration_ms",
     "worker_id",
     "trace_id",
     "span_id",

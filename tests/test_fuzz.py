@@ -7,7 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api_service.codec import decode_request
+from api_service.core.codec import decode_request
 from inferq.errors import InferqError
 from proto import models_pb2
 from tests.stack import Stack

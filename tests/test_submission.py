@@ -91,9 +91,9 @@ def _status(url: str) -> int:
         return 0
 
 
-def test_query_strings_the_hot_path_declines_are_answered_by_fastapi(shared_stack: Stack) -> None:
-    """The hot path serves plain ``?wait=`` and ``?timeout=``; anything else reaches the FastAPI
-    routes, which answer in the same shapes and word the errors."""
+def test_query_strings_are_read_as_numbers_or_refused_with_their_name(shared_stack: Stack) -> None:
+    """``?wait=`` and ``?timeout=``, escaped or not, beside parameters the call ignores; a value
+    that is not a number in range is a 422 naming the parameter."""
     predict = f"{shared_stack.url}/predict/model_a"
     body = {"data": "routes"}
     # The gateway is shared: its counters hold other tests' requests too, so the test counts
@@ -124,8 +124,7 @@ def test_query_strings_the_hot_path_declines_are_answered_by_fastapi(shared_stac
         assert refused.status_code == 422, (params, refused.text)
         assert refused.json()["error"]["type"] == "InvalidRequest"
         assert list(params)[0] in refused.json()["error"]["message"]
-    # Both paths count the route the same way in the gateway's metrics: every answer above,
-    # whichever path served it, is one 200 or one 422 of /predict/{model}, model_a.
+    # Every answer above is one 200 or one 422 of /predict/{model}, model_a, in the metrics.
     counted = {s: n - before[s] for s, n in counts().items()}
     assert counted == {"200": len(served), "422": len(refusals)}, counted
 

@@ -10,8 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
+from api_service.core.gateway import Gateway
 from api_service.responses import JSONResponse
-from api_service.state import Gateway, gateway
+from api_service.state import gateway
 
 router = APIRouter()
 

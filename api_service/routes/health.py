@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from redis.exceptions import RedisError
 
+from api_service.core.gateway import Gateway
 from api_service.responses import JSONResponse
-from api_service.state import Gateway, gateway
+from api_service.state import gateway
 
 router = APIRouter(tags=["health"])
 
@@ -20,11 +20,7 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz", summary="The broker and Redis are reachable")
 async def readyz(gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
-    try:
-        redis_ok = bool(await gw.redis.ping())
-    except (RedisError, OSError):
-        redis_ok = False
-    checks = {"broker": gw.publisher.is_ready, "redis": redis_ok}
+    checks = await gw.readiness()
     ready = all(checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from api_service.catalog import CatalogEntry
+from api_service.core.catalog import CatalogEntry
+from api_service.core.gateway import Gateway
 from api_service.responses import JSONResponse
-from api_service.state import Gateway, gateway
+from api_service.state import gateway
 from inferq.errors import ModelNotFound
 from model_registry.json_schema import message_json_schema
 

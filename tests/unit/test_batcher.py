@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from api_service.batcher import PublishBatcher
+from api_service.core.batcher import PublishBatcher
 from inferq.errors import BrokerUnavailable
 from proto.task_pb2 import TaskEnvelope
 

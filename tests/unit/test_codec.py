@@ -9,7 +9,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 from google.protobuf.message import Message
 
-from api_service.codec import decode_request, message_to_json
+from api_service.core.codec import decode_request, message_to_json
 from api_service.responses import JSONResponse
 from inferq.errors import InvalidRequest
 from proto.models_pb2 import ModelARequest, ModelAResponse, ModelBRequest, ModelBResponse

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api_service.recent import RecentLatency
+from api_service.core.recent import RecentLatency
 from inferq.tasks.state import TaskState, TaskStatus, now_ms
 
 

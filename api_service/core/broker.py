@@ -14,12 +14,19 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 from aiormq import spec
+from prometheus_client import Histogram
 
-from api_service.metrics import PUBLISH_SECONDS
 from inferq.amqp import connect_with_retry
 from inferq.errors import BrokerUnavailable, QueueFull
 from inferq.tasks.state import now_ms
 from proto.task_pb2 import TaskBatch, TaskEnvelope
+
+PUBLISH_SECONDS = Histogram(
+    "inferq_gateway_publish_seconds",
+    "Time from publishing a task to the broker's confirm",
+    ["queue"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from api_service.broker import TaskPublisher
+from api_service.core.broker import TaskPublisher
 from inferq.tasks.store import TaskStore
 from proto.task_pb2 import TaskEnvelope
 

@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError
 
-from api_service.broker import TaskPublisher
+from api_service.core.broker import TaskPublisher
 from inferq.errors import InferqError
 from inferq.names import REPUBLISHED_HEADER, Names
 from inferq.tasks.outcomes import DEADLINE_EXCEEDED, Outcome, delivery_limit_exceeded

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from api_service.core.records import RECORD_AFTER_S
 from inferq.tasks.state import TaskState
 from inferq.tasks.store import TaskStore, read_notice
 from proto.task_pb2 import TaskEnvelope
@@ -93,9 +94,9 @@ class TaskWaiter:
         """As `wait`, for a task watched since before it could finish. ``pending``: the
         caller knows it is not final (it just submitted it), which saves a read; then None
         can also mean "still pending when ``timeout_s`` passed". ``unrecorded`` (with
-        ``pending``): the task, if its queued record was left to this call (see
-        `TaskSubmitter.submit`); it is created once the task has not ended within a re-read
-        interval or ``timeout_s``, so a task still pending when this returns has its record."""
+        ``pending``): the task, if its queued record was left to this call; it is created
+        as `api_service.core.records` says (rule 3), so a task still pending when this
+        returns has its record."""
         deadline = time.monotonic() + timeout_s
         state = None
         while True:
@@ -107,7 +108,8 @@ class TaskWaiter:
                 return future.result()
             remaining = deadline - time.monotonic()
             if remaining > 0:
-                await asyncio.wait((future,), timeout=min(remaining, REREAD_S))
+                interval = REREAD_S if unrecorded is None else RECORD_AFTER_S
+                await asyncio.wait((future,), timeout=min(remaining, interval))
                 if future.done():
                     return future.result()
             if unrecorded is not None:

@@ -13,9 +13,9 @@ from typing import Any
 from google.protobuf.message import Message
 from redis.asyncio import Redis
 
-from api_service.batcher import PublishBatcher
-from api_service.broker import TaskPublisher
-from api_service.catalog import CatalogEntry
+from api_service.core.batcher import PublishBatcher
+from api_service.core.broker import TaskPublisher
+from api_service.core.catalog import CatalogEntry
 from inferq.errors import InferqError, InvalidRequest, QueueFull
 from inferq.names import Names
 from inferq.tasks.state import new_task_id, now_ms
@@ -63,16 +63,13 @@ class TaskSubmitter:
         finished: asyncio.Future[Any] | None = None,
     ) -> Submitted:
         """Publishes and records a new task (its id ``task_id``, or a new one).
-        ``record=False`` (a request that waits for the result): only publish; the caller
-        creates the record (`Submitted.unrecorded`) unless it answers with the final state,
-        which the worker writes whole. With an Idempotency-Key the record is always made:
-        another request may be answered with this task's id at once. ``finished``: see
+        ``record``: whether its record is written at the confirm (`api_service.core.records`);
+        if not, the caller writes it if needed (`Submitted.unrecorded`). ``finished``: see
         `PublishBatcher.submit`."""
         model = entry.record.name
         request = message.SerializeToString(deterministic=True)
         task_id = task_id or new_task_id()
         if idempotency_key is not None:
-            record = True
             earlier = await self._claim(idempotency_key, model, request, task_id)
             if earlier is not None:
                 return Submitted(earlier, created=False)

@@ -1,0 +1,131 @@
+"""The gateway's one HTTP front door: every request passes here once.
+
+Here, for every route alike: the caller's trace context is continued (and named in the
+answer's ``traceparent``), the authentication hook runs, a body is read under the time and size
+limits (`api_service.request_body`), errors become their JSON answer
+(`api_service.errors.error_response`), and the request is counted, timed and, if asked,
+logged. Then the two calls clients make by the thousand, ``POST /predict/{model}`` and
+``GET /tasks/{id}``, go to their handlers in `api_service.routes.hot`; the rest goes to the
+FastAPI app (the cold routes and the OpenAPI document). No route is routed or parsed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
+
+from api_service.core.gateway import Caller
+from api_service.errors import error_response
+from api_service.metrics import record_request
+from api_service.request_body import BodyClock, RequestBody, has_body
+from api_service.routes import hot
+from inferq.settings import GatewaySettings
+from inferq.tracing import server_span
+
+logger = logging.getLogger("api_service.access")
+
+#: Finds who calls from a request's scope and headers; None for an anonymous caller. Raises an
+#: `inferq.errors.InferqError` to refuse the request.
+Authenticate = Callable[[Scope, dict[str, str]], Awaitable[Caller | None]]
+
+
+async def anyone(scope: Scope, headers: dict[str, str]) -> Caller | None:
+    """The authentication hook until API keys exist: everyone may call, anonymously."""
+    return None
+
+
+class FrontDoor:
+    def __init__(
+        self, app: FastAPI, settings: GatewaySettings, authenticate: Authenticate = anyone
+    ) -> None:
+        self.app = app
+        self.authenticate = authenticate
+        self.bodies = BodyClock(settings.body_timeout_s)
+        self.max_body_bytes = settings.max_body_bytes
+        self.access_log = settings.gateway_access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan: the FastAPI app opens the gateway core
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        route = hot.match(method, path)
+        # ASGI header names are lower case; a plain dict reads faster than Headers.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        body = RequestBody(receive, self.bodies) if has_body(scope["headers"]) else None
+        answer = _Answer(send, body)
+        template = route.template if route else ""
+        with server_span(f"{method} {template}" if template else method, headers) as span:
+            traceparent = span.trace_context["traceparent"].encode()
+            answer.extra_headers.append((b"traceparent", traceparent))
+            try:
+                caller = await self.authenticate(scope, headers)
+                if route is None:
+                    scope.setdefault("state", {})["caller"] = caller
+                    await self.app(scope, body.receive if body else receive, answer.send)
+                else:
+                    request = hot.HttpRequest(
+                        scope, headers, body, self.max_body_bytes, span.trace_context, caller
+                    )
+                    response = await route.handler(self.gateway, request)
+                    await response(scope, receive, answer.send)
+            except Exception as error:  # noqa: BLE001 - every error gets its JSON answer
+                if answer.status:  # the answer had begun: nothing to do but log it
+                    logger.error("error once answering %s %s", method, path, exc_info=error)
+                else:
+                    await error_response(error, method, path)(scope, receive, answer.send)
+        if route is None:  # FastAPI matched it: its template, for low-cardinality labels
+            template = getattr(scope.get("route"), "path", "unmatched")
+        model = scope.get("path_params", {}).get("model", "") if route is None else route.model
+        seconds = time.perf_counter() - started
+        record_request(template, model, answer.status, seconds)
+        if self.access_log or answer.status >= 500:
+            self._log(method, path, answer.status, seconds, span.trace_context)
+
+    @property
+    def gateway(self) -> Any:
+        return self.app.state.gateway
+
+    def _log(
+        self, method: str, path: str, status: int, seconds: float, trace: dict[str, str]
+    ) -> None:
+        duration_ms = round(seconds * 1000, 3)
+        logger.info(
+            "%s %s %d in %.1f ms",
+            method,
+            path,
+            status,
+            duration_ms,
+            extra={
+                "http_status": status,
+                "duration_ms": duration_ms,
+                "trace_id": trace["traceparent"][3:35],
+            },
+        )
+
+
+class _Answer:
+    """The ``send`` of one request: notes the status, adds the front door's headers, and, for an
+    answer given before the body was read, lingers to read the rest (`RequestBody.lingering`)."""
+
+    __slots__ = ("_send", "body", "extra_headers", "status")
+
+    def __init__(self, send: Send, body: RequestBody | None) -> None:
+        self._send = send
+        self.body = body
+        self.extra_headers: list[tuple[bytes, bytes]] = []
+        self.status = 0
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message = {**message, "headers": [*message.get("headers", ()), *self.extra_headers]}
+            if self.body is not None and not self.body.complete:
+                self._send = self.body.lingering(self._send)
+        await self._send(message)
