@@ -37,5 +37,5 @@ def record_request(route: str, model: str, status: int, seconds: float) -> None:
 @functools.lru_cache(maxsize=1024)
 def _request_series(route: str, model: str, status: int) -> tuple[Counter, Histogram]:
     """The labelled series of a (route, model, status), looked up once: ``labels()`` takes a
-    lock and builds a key on every call, a few µs per request on the hot path."""
+    lock and builds a key on every call."""
     return REQUESTS.labels(route, model, str(status)), REQUEST_SECONDS.labels(route, model)

@@ -39,11 +39,11 @@ LAST_PIECE: Message = {"type": "http.response.body", "body": b"", "more_body": F
 class BodyClock:
     """Bounds every wait for a piece of a request body, with one timer for all of them.
 
-    A timer per wait costs ~2 µs (``loop.call_later`` and its cancel; ``asyncio.timeout``
-    ~5 µs), on every request, though the first receive of a small request almost always finds
-    the whole body there already. Noting the wait in a dict costs ~0.6 µs: one timer, running
-    while any wait is noted, ticks every quarter of the timeout and cancels the waits past it,
-    so a stalled body is answered after 1 to 1.25 times the timeout.
+    A timer per wait would be armed and cancelled on every request, though the first receive
+    of a small request almost always finds the whole body there already; instead each wait is
+    noted in a dict, and one timer, running while any wait is noted, ticks every quarter of
+    the timeout and cancels the waits past it: a stalled body is answered after 1 to 1.25
+    times the timeout.
     """
 
     def __init__(self, timeout_s: float) -> None:

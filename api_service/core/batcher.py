@@ -141,8 +141,8 @@ class PublishBatcher:
 
 
 async def _first(*futures: asyncio.Future[Any]) -> asyncio.Future[Any]:
-    """The first of ``futures`` to be done. (asyncio.wait costs a task and a set per call,
-    ~8 µs, once per waiting request.)"""
+    """The first of ``futures`` to be done (asyncio.wait would make a task and a set for
+    every waiting request)."""
     first: asyncio.Future[asyncio.Future[Any]] = asyncio.get_running_loop().create_future()
 
     def done(future: asyncio.Future[Any]) -> None:

@@ -90,8 +90,8 @@ class TaskPublisher:
         # The broker dead-letters a message still queued at the last of its tasks' deadlines
         # (-> expired); a worker skips any task of it that is past its own.
         ttl_ms = max(task.deadline_ms for task in tasks) - now_ms() if tasks else 0
-        # The frame's properties made directly: an aio_pika.Message and its conversion cost
-        # ~15 µs per publish, a sixth of the gateway's publishing CPU.
+        # The frame's properties made directly: an aio_pika.Message and its conversion were
+        # a sixth of the gateway's publishing CPU (load_testing/README.md).
         properties = spec.Basic.Properties(
             delivery_mode=PERSISTENT,
             message_id=tasks[0].task_id if tasks else None,
