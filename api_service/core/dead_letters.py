@@ -20,8 +20,13 @@ from redis.exceptions import RedisError
 from api_service.core.broker import TaskPublisher
 from inferq.errors import InferqError
 from inferq.names import REPUBLISHED_HEADER, Names
-from inferq.tasks.outcomes import DEADLINE_EXCEEDED, Outcome, delivery_limit_exceeded
-from inferq.tasks.state import TaskStatus, now_ms
+from inferq.tasks.outcomes import (
+    DEADLINE_EXCEEDED,
+    Outcome,
+    dead_lettered,
+    delivery_limit_exceeded,
+)
+from inferq.tasks.state import now_ms
 from inferq.tasks.store import TaskStore
 from inferq.topology import declare_dead_letters
 from inferq.tracing import trace_id_in
@@ -37,9 +42,7 @@ def outcome_for(reason: str, attempts: int) -> Outcome:
         return DEADLINE_EXCEEDED
     if reason == "delivery_limit":
         return delivery_limit_exceeded(attempts)
-    return Outcome(
-        TaskStatus.FAILED, error_type="Rejected", error_message=f"dead-lettered: {reason}"
-    )
+    return dead_lettered(reason)
 
 
 class DeadLetterConsumer:
