@@ -1,13 +1,7 @@
 """Chaos run: submit tasks at a steady rate while killing workers at random, then account for
-every task. See ``load_testing/CHAOS.md``.
+every task (load_testing/CHAOS.md).
 
     python -m load_testing.chaos --tasks 1000 --workers 3 --kill-every 1 --model sleep --ms 50
-
-It starts a gateway and K workers in a fresh namespace on the configured RabbitMQ and Redis
-(``INFERQ_AMQP_URL``, ``INFERQ_REDIS_URL``), sends N tasks, SIGKILLs a random worker every S
-seconds and starts a replacement, waits (bounded) for every accepted task to end, prints the
-tally, stops everything and removes the namespace. Exit status 1 if a task was lost, stored
-twice, or answered with a wrong result.
 """
 
 from __future__ import annotations
@@ -19,9 +13,6 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,10 +26,8 @@ from redis.asyncio import Redis
 from inferq.names import Names
 from inferq.settings import CommonSettings
 from inferq.tasks.store import read_notice
-from inferq_cli.admin import drop_namespace
-from inferq_cli.supervisor import stop_processes
+from load_testing.processes import Popen, Processes
 
-ROOT = Path(__file__).resolve().parent.parent
 FINAL = frozenset({"succeeded", "failed", "expired"})
 RETRY_STATUSES = frozenset({429, 503})
 
@@ -67,58 +56,13 @@ class Tally:
         return self.lost == 0 and self.stored_twice == 0 and self.wrong_result == 0
 
 
-class Processes:
-    """The gateway and workers, as child processes logging to files."""
-
-    def __init__(self, args: argparse.Namespace, namespace: str, log_dir: Path) -> None:
-        self.args = args
-        self.log_dir = log_dir
-        self.env = {
-            **os.environ,
-            "INFERQ_NAMESPACE": namespace,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        self.env.setdefault("INFERQ_HEARTBEAT_INTERVAL_S", "0.5")
-        self.all: list[subprocess.Popen[bytes]] = []
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self.url = ""
-
-    def _spawn(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{name}-{len(self.all)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            [sys.executable, "-m", "inferq_cli", *argv],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.all.append(process)
-        return process
-
-    def start_gateway(self) -> None:
-        port = _free_port()
-        self._spawn("gateway", "gateway", "--port", str(port))
-        self.url = f"http://127.0.0.1:{port}"
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        worker = self._spawn("worker", "worker", self.args.model)
-        self.workers.append(worker)
-        return worker
-
-    def kill_random_worker(self, rng: random.Random) -> None:
-        victim = rng.choice(self.workers)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        self.workers.remove(victim)
-
-    def stop(self) -> None:
-        stop_processes(self.all, grace_s=20)
-
-
 class Run:
-    def __init__(self, args: argparse.Namespace, processes: Processes, names: Names) -> None:
+    def __init__(
+        self, args: argparse.Namespace, processes: Processes, workers: list[Popen], names: Names
+    ) -> None:
         self.args = args
         self.processes = processes
+        self.workers = workers
         self.names = names
         self.tally = Tally()
         self.expected: dict[str, dict[str, Any]] = {}  # task id -> expected result
@@ -175,8 +119,11 @@ class Run:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), self.args.kill_every)
                 return
-            await asyncio.to_thread(self.processes.kill_random_worker, self.rng)
-            self.processes.start_worker()
+            victim = self.rng.choice(self.workers)
+            victim.kill()
+            await asyncio.to_thread(victim.wait)
+            self.workers.remove(victim)
+            self.workers.append(self.processes.start_worker(self.args.model))
             self.tally.kills += 1
 
     async def count_final_writes(self, redis: Redis, subscribed: asyncio.Event) -> None:
@@ -267,19 +214,6 @@ class Run:
         return self.tally
 
 
-def wait_ready(processes: Processes, model: str, workers: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-            response = httpx.get(f"{processes.url}/models/{model}", timeout=2)
-            if response.status_code == 200 and response.json()["live_workers"] >= workers:
-                return
-        if any(p.poll() is not None for p in processes.all):
-            raise RuntimeError(f"a process exited during start-up; logs in {processes.log_dir}")
-        time.sleep(0.2)
-    raise TimeoutError(f"{workers} worker(s) of {model} not live after {timeout}s")
-
-
 def report(tally: Tally, args: argparse.Namespace, log_dir: Path) -> str:
     rows = [
         ("accepted", tally.accepted, f"of {tally.submitted} submitted; {tally.rejected} rejected"),
@@ -351,26 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     namespace = f"chaos-{os.urandom(4).hex()}"
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix=f"{namespace}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    processes = Processes(args, namespace, log_dir)
+    heartbeat = os.environ.get("INFERQ_HEARTBEAT_INTERVAL_S", "0.5")
+    processes = Processes(namespace, log_dir, env={"INFERQ_HEARTBEAT_INTERVAL_S": heartbeat})
     try:
         processes.start_gateway()
-        for _ in range(args.workers):
-            processes.start_worker()
-        wait_ready(processes, args.model, args.workers)
-        tally = asyncio.run(Run(args, processes, Names(namespace)).main())
+        workers = [processes.start_worker(args.model) for _ in range(args.workers)]
+        processes.wait_live(args.model, args.workers, 60, processes.processes)
+        tally = asyncio.run(Run(args, processes, workers, Names(namespace)).main())
     finally:
-        processes.stop()
-        asyncio.run(drop_namespace(CommonSettings(namespace=namespace), [args.model]))
+        processes.close([args.model])
     print(report(tally, args, log_dir), flush=True)
     if args.json:
         print(json.dumps(asdict(tally)), flush=True)
     return 0 if tally.ok else 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

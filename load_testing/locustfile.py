@@ -10,23 +10,10 @@ timed from the POST to the final result. It fails when a request fails, when the
 ``failed`` or ``expired`` or is not final after its deadline, or when the result is wrong
 (model_a's echo; model_b's label for a real digit, see `load_testing.samples`).
 
-Run from the repository root (see load_testing/README.md), e.g.
-``locust -f load_testing/locustfile.py --headless -u 20 -r 10 -t 30s``. The environment
-tunes it; in a distributed run set it alike on the master and on every worker:
-
-==============================  =======  ==================================================
-variable                        default  meaning
-==============================  =======  ==================================================
-INFERQ_LOAD_MODEL_A_WEIGHT      1        share of the users that call model_a
-INFERQ_LOAD_MODEL_B_WEIGHT      1        share of the users that call model_b
-INFERQ_LOAD_POLL_WEIGHT         1        how often a user picks the poll flow ...
-INFERQ_LOAD_WAIT_WEIGHT         1        ... and the wait flow (0 turns a flow off)
-INFERQ_LOAD_WAIT_S              10       the ``?wait=`` of the wait flow's POST and of each GET
-INFERQ_LOAD_TIMEOUT_S           30       each task's deadline (``?timeout=``); a prediction
-                                         not final this long after its POST fails
-INFERQ_LOAD_THINK_S             0.5      mean pause of a user between predictions (uniform
-                                         in 0.5x..1.5x; 0: none, a closed-loop stress test)
-==============================  =======  ==================================================
+Run from the repository root: ``make loadtest``, or e.g. ``locust -f load_testing/locustfile.py
+--headless -u 20 -r 10 -t 30s``. The ``INFERQ_LOAD_*`` variables (load_testing/README.md) set
+the mix of models and flows, the waits and the think time; in a distributed run, set them alike
+on the master and on every worker.
 """
 
 from __future__ import annotations

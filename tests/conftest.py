@@ -3,15 +3,12 @@ real gateway and worker processes, and a clean-up that removes only what the tes
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from inferq.settings import CommonSettings
-from inferq_cli.admin import drop_namespace
 from tests.stack import Stack
 
 
@@ -21,12 +18,8 @@ def new_namespace() -> str:
 
 def make_stack(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[Stack]:
     namespace = new_namespace()
-    stack = Stack(namespace, tmp_path_factory.mktemp(namespace), **env)
-    try:
+    with Stack(namespace, tmp_path_factory.mktemp(namespace), **env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        asyncio.run(drop_namespace(CommonSettings(namespace=namespace)))
 
 
 @pytest.fixture(scope="session")

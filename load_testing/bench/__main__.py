@@ -53,162 +53,12 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def _common(parser: argparse.ArgumentParser, timed: bool = True) -> None:
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=BenchConfig().out,
-        help="where the JSON, the PNG and logs/ go (default load_testing/results/bench)",
-    )
-    if timed:
-        parser.add_argument("--duration", type=float, help="measured seconds per run (default 10)")
-        parser.add_argument("--warmup", type=float, help="unmeasured seconds before each run")
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit 2 when a target fails (by default only wrong answers or errors fail the run)",
-    )
-
-
 def _timing(args: argparse.Namespace, config: Any) -> Any:
     if getattr(args, "duration", None) is not None:
         config.duration_s = args.duration
     if getattr(args, "warmup", None) is not None:
         config.warmup_s = args.warmup
     return config
-
-
-def _add_baseline(commands: Any) -> None:
-    defaults = BenchConfig()
-    p = commands.add_parser("baseline", help="inferq against a plain FastAPI app (the default)")
-    _common(p)
-    p.add_argument(
-        "--clients",
-        type=_ints,
-        default=defaults.clients,
-        help="client counts, comma-separated (default 1,32)",
-    )
-    p.add_argument(
-        "--modes",
-        type=_modes,
-        default=defaults.modes,
-        help="inferq modes: wait, poll (long-poll), interval (default wait,poll)",
-    )
-    p.add_argument(
-        "--workers", type=int, default=defaults.workers, help="model_b worker processes (default 1)"
-    )
-    p.add_argument(
-        "--poll-interval",
-        type=float,
-        default=defaults.interval_s,
-        help="seconds between GETs in the interval mode (default 0.02)",
-    )
-    p.add_argument(
-        "--baseline-infer",
-        choices=("inline", "thread"),
-        default=defaults.baseline_infer,
-        help="baseline runs ONNX on the event loop or in the thread pool",
-    )
-
-
-def _add_batching(commands: Any) -> None:
-    defaults = batching.BatchingConfig()
-    p = commands.add_parser("batching", help="big_mlp: batch size 1 against batching")
-    _common(p)
-    p.add_argument("--clients", type=int, default=defaults.clients, help="(default 64)")
-    p.add_argument(
-        "--delays",
-        type=_floats,
-        default=defaults.delays_ms,
-        help="batch delays (ms) of the batched runs, comma-separated (default 0,2)",
-    )
-    p.add_argument(
-        "--batch-size", type=int, help="batch size of the batched runs (default: the model's, 64)"
-    )
-    p.add_argument(
-        "--prefetch",
-        type=int,
-        default=0,
-        help="prefetch of the batched runs (default: the worker's, 2 x batch size)",
-    )
-
-
-def _add_scaleout(commands: Any) -> None:
-    defaults = scaleout.ScaleoutConfig()
-    p = commands.add_parser("scaleout", help="the sleep model with 1, 2, 4, 8 workers")
-    _common(p)
-    p.add_argument(
-        "--workers",
-        type=_ints,
-        default=defaults.workers,
-        help="worker counts, comma-separated (default 1,2,4,8)",
-    )
-    p.add_argument(
-        "--clients-per-worker",
-        type=int,
-        default=defaults.clients_per_worker,
-        help="closed-loop clients per worker (default 4)",
-    )
-    p.add_argument("--sleep-ms", type=int, default=defaults.sleep_ms, help="(default 20)")
-
-
-def _add_backlog(commands: Any) -> None:
-    defaults = backlog.BacklogConfig()
-    p = commands.add_parser("backlog", help="gateway and worker memory with a queued backlog")
-    _common(p, timed=False)
-    _backlog_options(p, defaults)
-    p.add_argument(
-        "--sleep-ms",
-        type=int,
-        default=defaults.sleep_ms,
-        help="what each task keeps the worker busy (default 50)",
-    )
-    p.add_argument(
-        "--senders", type=int, default=defaults.senders, help="concurrent POSTs (default 64)"
-    )
-    p.add_argument(
-        "--settle",
-        type=float,
-        default=defaults.settle_s,
-        help="seconds of sampling after the last POST (default 10)",
-    )
-    p.add_argument(
-        "--time-limit",
-        type=float,
-        default=defaults.time_limit_s,
-        help="longest submission, in seconds (default 600)",
-    )
-
-
-def _backlog_options(p: argparse.ArgumentParser, defaults: backlog.BacklogConfig) -> None:
-    p.add_argument(
-        "--backlog", type=int, default=defaults.backlog, help="tasks to queue (default 100000)"
-    )
-
-
-def _add_all(commands: Any) -> None:
-    p = commands.add_parser("all", help="baseline, batching, scaleout, backlog (defaults)")
-    _common(p)
-    _backlog_options(p, backlog.BacklogConfig())
-
-
-def _add_floors(commands: Any) -> None:
-    p = commands.add_parser("floors", help="what each part of the path costs alone")
-    _common(p, timed=False)
-    p.add_argument(
-        "--rounds", type=int, default=floors.ROUNDS, help="measured round trips per part (2000)"
-    )
-
-
-def _add_compare(commands: Any) -> None:
-    p = commands.add_parser("compare", help="two checkouts of inferq, measured in turns")
-    _common(p, timed=False)
-    p.add_argument("old", type=Path, help="the other checkout (git worktree add DIR COMMIT)")
-    p.add_argument("new", type=Path, nargs="?", default=ROOT, help="(default: this checkout)")
-    p.add_argument("--clients", type=int, default=32, help="(default 32)")
-    p.add_argument("--mode", choices=("wait", "poll", "interval"), default="wait")
-    p.add_argument("--rounds", type=int, default=5, help="(default 5)")
-    p.add_argument("--window", type=float, default=4.0, help="measured seconds per turn (4)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -218,9 +68,111 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    adders = (_add_baseline, _add_batching, _add_scaleout, _add_backlog, _add_all)
-    for add in (*adders, _add_floors, _add_compare):
-        add(commands)
+
+    def command(name: str, help: str, timed: bool = True) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help)
+        out = BenchConfig().out
+        p.add_argument(
+            "--out", type=Path, default=out, help=f"where the JSON, the PNG and logs/ go ({out})"
+        )
+        if timed:
+            p.add_argument("--duration", type=float, help="measured seconds per run (default 10)")
+            p.add_argument("--warmup", type=float, help="unmeasured seconds before each run")
+        p.add_argument(
+            "--strict",
+            action="store_true",
+            help="exit 2 when a target fails (else only wrong answers or errors fail the run)",
+        )
+        return p
+
+    bench, batched = BenchConfig(), batching.BatchingConfig()
+    scaled, queued = scaleout.ScaleoutConfig(), backlog.BacklogConfig()
+
+    p = command("baseline", "inferq against a plain FastAPI app (the default)")
+    p.add_argument(
+        "--clients", type=_ints, default=bench.clients, help="client counts, comma-separated (1,32)"
+    )
+    p.add_argument(
+        "--modes",
+        type=_modes,
+        default=bench.modes,
+        help="inferq modes: wait, poll (long-poll), interval (default wait,poll)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=bench.workers, help="model_b worker processes (1)"
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=bench.interval_s,
+        help="seconds between GETs in the interval mode (default 0.02)",
+    )
+    p.add_argument(
+        "--baseline-infer",
+        choices=("inline", "thread"),
+        default=bench.baseline_infer,
+        help="baseline runs ONNX on the event loop or in the thread pool",
+    )
+
+    p = command("batching", "big_mlp: batch size 1 against batching")
+    p.add_argument("--clients", type=int, default=batched.clients, help="(default 64)")
+    p.add_argument(
+        "--delays",
+        type=_floats,
+        default=batched.delays_ms,
+        help="batch delays (ms) of the batched runs, comma-separated (default 0,2)",
+    )
+    p.add_argument("--batch-size", type=int, help="of the batched runs (default: the model's, 64)")
+    p.add_argument(
+        "--prefetch", type=int, default=0, help="of the batched runs (default: 2 x batch size)"
+    )
+
+    p = command("scaleout", "the sleep model with 1, 2, 4, 8 workers")
+    p.add_argument(
+        "--workers", type=_ints, default=scaled.workers, help="worker counts (default 1,2,4,8)"
+    )
+    p.add_argument(
+        "--clients-per-worker",
+        type=int,
+        default=scaled.clients_per_worker,
+        help="closed-loop clients per worker (default 4)",
+    )
+    p.add_argument("--sleep-ms", type=int, default=scaled.sleep_ms, help="(default 20)")
+
+    tasks = "tasks to queue (default 100000)"
+    p = command("backlog", "gateway and worker memory with a queued backlog", timed=False)
+    p.add_argument("--backlog", type=int, default=queued.backlog, help=tasks)
+    p.add_argument(
+        "--sleep-ms", type=int, default=queued.sleep_ms, help="each task's ms of work (default 50)"
+    )
+    p.add_argument("--senders", type=int, default=queued.senders, help="concurrent POSTs (64)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=queued.settle_s,
+        help="seconds of sampling after the last POST (default 10)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=queued.time_limit_s,
+        help="longest submission, in seconds (default 600)",
+    )
+    p = command("all", "baseline, batching, scaleout, backlog (defaults)")
+    p.add_argument("--backlog", type=int, default=queued.backlog, help=tasks)
+
+    p = command("floors", "what each part of the path costs alone", timed=False)
+    p.add_argument(
+        "--rounds", type=int, default=floors.ROUNDS, help="measured round trips per part (2000)"
+    )
+
+    p = command("compare", "two checkouts of inferq, measured in turns", timed=False)
+    p.add_argument("old", type=Path, help="the other checkout (git worktree add DIR COMMIT)")
+    p.add_argument("new", type=Path, nargs="?", default=ROOT, help="(default: this checkout)")
+    p.add_argument("--clients", type=int, default=32, help="(default 32)")
+    p.add_argument("--mode", choices=("wait", "poll", "interval"), default="wait")
+    p.add_argument("--rounds", type=int, default=5, help="(default 5)")
+    p.add_argument("--window", type=float, default=4.0, help="measured seconds per turn (4)")
     return parser
 
 
@@ -249,18 +201,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> tuple[bool, bool]:
-    defaults = BenchConfig()
-    config = _timing(
-        args,
-        BenchConfig(
-            clients=getattr(args, "clients", defaults.clients),
-            modes=getattr(args, "modes", defaults.modes),
-            workers=getattr(args, "workers", defaults.workers),
-            out=args.out,
-            interval_s=getattr(args, "poll_interval", defaults.interval_s),
-            baseline_infer=getattr(args, "baseline_infer", defaults.baseline_infer),
-        ),
-    )
+    config = _timing(args, BenchConfig(out=args.out))
+    if args.command == "baseline":
+        config.clients, config.modes, config.workers = args.clients, args.modes, args.workers
+        config.interval_s, config.baseline_infer = args.poll_interval, args.baseline_infer
     result = run_bench(config, say=say)
     rows = result["rows"]
     _show(result, report.format_table(rows), report.LEGEND + "\n\n" + report.format_waits(rows))

@@ -1,18 +1,7 @@
 """Memory with a backlog (issue 4): "a backlog of 100,000 queued tasks does not grow gateway or
-worker memory."
-
-One gateway and one sleep worker in a fresh stack, the queue limit raised above the backlog.
-After a short warm-up (tasks sent and finished, so one-off start-up allocations are not
-counted as growth), the RSS of both is the "before" figure. Then ``senders`` concurrent
-clients POST ``{"ms": sleep_ms}`` without waiting, as fast as the gateway accepts them, until
-``backlog`` tasks are accepted (or ``time_limit_s`` is up); the worker, busy ``sleep_ms`` on
-each task, drains a few per second, so nearly all of them stay queued. A sampler thread reads
-the RSS of the gateway and the worker (and, for the record, of the shared RabbitMQ and
-Redis servers), the tasks waiting (accepted less those the workers report finished) and the
-queue depth in messages (``GET /models/sleep``) every ``sample_s``, through the
-submission and ``settle_s`` after it. A sample of the accepted tasks is then read back: each
-must still be known (queued, running or succeeded with the right result). The stack's
-teardown drops the namespace, backlog included. Writes backlog.json and backlog.png.
+worker memory." One gateway and one sleep worker; after a warm-up, the RSS is sampled while
+``senders`` clients queue ``backlog`` tasks and for ``settle_s`` after; a sample of the tasks
+is read back. The method is in load_testing/README.md. Writes backlog.json and backlog.png.
 """
 
 from __future__ import annotations
@@ -31,7 +20,8 @@ import orjson
 import uvloop
 
 from load_testing.bench import procstat, report
-from load_testing.bench.measure import Context, Say, cpu_usage
+from load_testing.bench.loadgen import JSON_HEADERS
+from load_testing.bench.measure import Context, Say, cpu_probe, cpu_usage
 from load_testing.bench.stack import InferqStack
 
 MODEL = "sleep"
@@ -41,7 +31,6 @@ ALIVE = frozenset({"queued", "running", "succeeded"})
 CHECKED_TASKS = 200
 ERROR_PAUSE_S = 0.05
 HTTP_TIMEOUT_S = 30.0
-_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -125,12 +114,10 @@ def run_backlog(config: BacklogConfig, say: Say = print) -> dict[str, Any]:
         sampler.submission = submission = Submission()
         sampler.start()
         cpu_pids = {**pids, "loadgen": os.getpid()}
-        cpu_start = _cpu_probe(cpu_pids)
+        cpu_start = cpu_probe(cpu_pids)
         try:
             uvloop.run(_submit(stack.url, body, config, submission, say))
-            cpu = cpu_usage(
-                cpu_start, _cpu_probe(cpu_pids), submission.seconds, submission.accepted
-            )
+            cpu = cpu_usage(cpu_start, cpu_probe(cpu_pids), submission.seconds, submission.accepted)
             say(f"  {submission.accepted} accepted in {submission.seconds:.1f} s; settling")
             time.sleep(config.settle_s)
         finally:
@@ -172,10 +159,6 @@ def run_backlog(config: BacklogConfig, say: Say = print) -> dict[str, Any]:
     report.write_json(result, config.out / "backlog.json")
     plot(result, config.out / "backlog.png")
     return result
-
-
-def _cpu_probe(pids: dict[str, int]) -> tuple[dict[str, float | None], Any]:
-    return {name: procstat.cpu_s(pid) for name, pid in pids.items()}, procstat.machine_cpu_s()
 
 
 def _rss_summary(
@@ -235,7 +218,7 @@ async def _warm_up(url: str, count: int, concurrency: int = 8) -> int:
             for _ in remaining:
                 try:
                     async with session.post(
-                        f"{url}/predict/{MODEL}?wait=10", data=body, headers=_JSON
+                        f"{url}/predict/{MODEL}?wait=10", data=body, headers=JSON_HEADERS
                     ) as answer:
                         view = orjson.loads(await answer.read())
                     ok = answer.status == 200 and view.get("status") == "succeeded"
@@ -271,7 +254,7 @@ async def _submit(
                     return
                 claimed += 1
                 try:
-                    async with session.post(predict, data=body, headers=_JSON) as answer:
+                    async with session.post(predict, data=body, headers=JSON_HEADERS) as answer:
                         reply = orjson.loads(await answer.read())
                         status = answer.status
                         retry_after = float(answer.headers.get("Retry-After", 1))
@@ -364,28 +347,20 @@ def format_targets(checks: list[dict[str, Any]]) -> str:
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """Queue depth and the RSS of each process against time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     samples = result["samples"]
     t = [s["t_s"] for s in samples]
-    figure, (depth, rss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    depth.plot(t, [s["tasks_waiting"] for s in samples], "-", label="tasks waiting")
-    depth.plot(t, [s["queue_depth"] or 0 for s in samples], ":", label="queue depth (messages)")
-    depth.plot(t, [s["accepted"] for s in samples], "--", label="accepted")
-    for name in result["rss_mib"]:
-        rss.plot(t, [s["rss_mib"].get(name) for s in samples], "-", label=name)
-    for axis, title, unit in ((depth, "Backlog", "tasks"), (rss, "Resident memory", "MiB")):
-        axis.set_xlabel("seconds since start")
-        axis.set_ylabel(unit)
-        axis.set_title(title)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-        axis.set_ylim(bottom=0)
     backlog = result["config"]["backlog"]
-    figure.suptitle(f"{backlog} tasks queued for one sleep worker: gateway and worker memory")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    heading = f"{backlog} tasks queued for one sleep worker: gateway and worker memory"
+    with report.figure(path, heading) as (depth, rss):
+        depth.plot(t, [s["tasks_waiting"] for s in samples], "-", label="tasks waiting")
+        depth.plot(t, [s["queue_depth"] or 0 for s in samples], ":", label="queue depth (messages)")
+        depth.plot(t, [s["accepted"] for s in samples], "--", label="accepted")
+        for name in result["rss_mib"]:
+            rss.plot(t, [s["rss_mib"].get(name) for s in samples], "-", label=name)
+        for axis, title, unit in ((depth, "Backlog", "tasks"), (rss, "Resident memory", "MiB")):
+            axis.set_xlabel("seconds since start")
+            axis.set_ylabel(unit)
+            axis.set_title(title)
+            axis.grid(True, alpha=0.3)
+            axis.legend(fontsize=8)
+            axis.set_ylim(bottom=0)

@@ -1,14 +1,7 @@
-"""The baseline inferq is measured against: model_b served in-process by a plain FastAPI app.
-
-Same ONNX file, same session options (`workers.models.model_b.onnx_session`: one intra-op
-thread, no spinning), same JSON request; no queue, no Redis, no worker. It is what a careful
-FastAPI user would write: a pydantic body model, a response model, uvicorn with uvloop and
-httptools, one process, no access log.
-
-Inference runs either ``inline`` (on the event loop: one digit takes ~0.02 ms in ONNX
-Runtime, less than a hop to a thread) or in Starlette's thread pool (``thread``,
-`run_in_threadpool`). The harness uses ``inline``, the faster of the two on this model (see
-load_testing/README.md), so the baseline is the strongest honest one.
+"""The baseline inferq is measured against: model_b served in-process by a plain FastAPI app,
+as a careful FastAPI user would write it (same ONNX session as the worker's; pydantic models,
+uvicorn with uvloop and httptools, no access log). Inference runs ``inline`` on the event loop
+or in the ``thread`` pool; load_testing/README.md says why ``inline`` is the default.
 
 Run: ``python -m load_testing.bench.baseline --port 8100 [--infer inline|thread]``.
 """

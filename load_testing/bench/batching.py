@@ -1,22 +1,22 @@
 """Batching (issue 4): "At 64 clients, batching must give >= 3x the throughput of batch size 1
-with p99 no worse."
-
-One gateway and one big_mlp worker, each variant in a fresh stack: first with
-``INFERQ_MAX_BATCH_SIZE=1`` (unbatched), then with the model's batch size (64) at each batch
-delay. The same closed-loop clients in ``wait`` mode drive each; the worker's Prometheus
-counters give the mean batch size and inference time per batch over the measured window.
-Writes batching.json and batching.png.
+with p99 no worse." One gateway and one big_mlp worker, a fresh stack per variant: batch size
+1, then the model's at each batch delay; the worker's Prometheus counters give the mean batch
+and the inference time per batch. Writes batching.json and batching.png.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from load_testing.bench import promscrape, report, workloads
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from load_testing.bench import report, workloads
 from load_testing.bench.measure import Context, Say, Timing, measure
 from load_testing.bench.stack import InferqStack
 
@@ -73,7 +73,7 @@ def run_batching(config: BatchingConfig, say: Say = print) -> dict[str, Any]:
                 timing,
                 context.services,
                 say,
-                counters=partial(promscrape.scrape_all, stack.metrics_ports.values(), COUNTERS),
+                counters=partial(scrape, stack.metrics_ports.values()),
             )
             row.update(_worker_setup(stack, env))
         row["variant"] = name
@@ -92,9 +92,21 @@ def run_batching(config: BatchingConfig, say: Say = print) -> dict[str, Any]:
     return result
 
 
+def scrape(ports: Iterable[int]) -> dict[str, float]:
+    """`COUNTERS` from the workers' Prometheus endpoints, each summed over labels and workers."""
+    total = dict.fromkeys(COUNTERS, 0.0)
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in total:
+                    total[sample.name] += sample.value
+    return total
+
+
 def _worker_setup(stack: InferqStack, env: dict[str, str]) -> dict[str, Any]:
     """The batch size and prefetch the worker says it runs with (its start-up log line)."""
-    found = STARTED.search(stack.worker_log())
+    found = STARTED.search(stack.log_of(stack.workers[0]))
     return {
         "prefetch": int(found.group(1)) if found else None,
         "max_batch_size": int(found.group(2)) if found else None,
@@ -187,38 +199,32 @@ def format_targets(checks: list[dict[str, Any]]) -> str:
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Throughput per run; p50, p90, p99 per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [f"{r['variant']}\n(batch {r['max_batch_size']})" for r in rows]
     x = list(range(len(rows)))
-    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
-    throughput.bar(x, [r["throughput_rps"] for r in rows], color="C0")
-    for i, r in enumerate(rows):
-        throughput.annotate(f"{r['throughput_rps']:.0f}", (i, r["throughput_rps"]), ha="center",
-                            va="bottom", fontsize=8)  # fmt: skip
-    if rows:
-        goal = MIN_THROUGHPUT_RATIO * rows[0]["throughput_rps"]
-        throughput.axhline(
-            goal, ls="--", color="gray", label=f"{MIN_THROUGHPUT_RATIO:g}x unbatched"
-        )
-        throughput.legend(fontsize=8)
-    width = 0.27
-    for k, (key, label) in enumerate((("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"))):
-        latency.bar([i + (k - 1) * width for i in x], [r[key] for r in rows], width, label=label)
-    for axis, title, unit in (
-        (throughput, "Throughput", "completed requests/s"),
-        (latency, "Latency", "ms"),
-    ):
-        axis.set_xticks(x, names, fontsize=8)
-        axis.set_ylabel(unit)
-        axis.set_title(title)
-        axis.grid(True, axis="y", alpha=0.3)
-    latency.legend(fontsize=8)
     clients = rows[0]["clients"] if rows else 0
-    figure.suptitle(f"big_mlp, 1 worker, {clients} clients (wait): unbatched vs batched")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    heading = f"big_mlp, 1 worker, {clients} clients (wait): unbatched vs batched"
+    with report.figure(path, heading) as (throughput, latency):
+        throughput.bar(x, [r["throughput_rps"] for r in rows], color="C0")
+        for i, r in enumerate(rows):
+            throughput.annotate(f"{r['throughput_rps']:.0f}", (i, r["throughput_rps"]), ha="center",
+                                va="bottom", fontsize=8)  # fmt: skip
+        if rows:
+            goal = MIN_THROUGHPUT_RATIO * rows[0]["throughput_rps"]
+            throughput.axhline(
+                goal, ls="--", color="gray", label=f"{MIN_THROUGHPUT_RATIO:g}x unbatched"
+            )
+            throughput.legend(fontsize=8)
+        width = 0.27
+        for k, (key, label) in enumerate((("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"))):
+            latency.bar(
+                [i + (k - 1) * width for i in x], [r[key] for r in rows], width, label=label
+            )
+        for axis, title, unit in (
+            (throughput, "Throughput", "completed requests/s"),
+            (latency, "Latency", "ms"),
+        ):
+            axis.set_xticks(x, names, fontsize=8)
+            axis.set_ylabel(unit)
+            axis.set_title(title)
+            axis.grid(True, axis="y", alpha=0.3)
+        latency.legend(fontsize=8)

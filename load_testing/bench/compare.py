@@ -1,15 +1,7 @@
-"""``python -m load_testing.bench compare OLD [NEW]``: two versions of inferq against each
-other and the baseline, measured in turns, for changes smaller than this machine's drift.
-
-On a shared 2-core host the same command minutes apart moves by 10–30 %: a change worth 5 %
-cannot be seen in two separate runs. Here the baseline and two inferq stacks run at once,
-each from its own checkout (``OLD`` and ``NEW`` are directories: ``git worktree add
-/tmp/old <commit>`` makes one; NEW defaults to this checkout), and the load goes to one at a
-time in short windows, round after round (baseline, OLD, NEW, baseline, ...). A system waits
-idle while another is measured, so the drift of the host falls on all three alike; NEW/OLD
-per round shows how much of the difference is noise.
-
-Writes compare.json.
+"""``python -m load_testing.bench compare OLD [NEW]``: two checkouts of inferq (``git worktree
+add /tmp/old COMMIT``; NEW defaults to this one) and the baseline, all running at once, driven
+one at a time in short windows, round after round, so that the host's drift falls on all three
+alike; NEW/OLD per round shows the noise. Writes compare.json.
 """
 
 from __future__ import annotations
@@ -24,7 +16,7 @@ from typing import Any
 
 from load_testing.bench import procstat, report
 from load_testing.bench.loadgen import LoadResult, run_load
-from load_testing.bench.stack import ROOT, Baseline, InferqStack, Servers
+from load_testing.bench.stack import ROOT, Baseline, InferqStack, System
 from load_testing.bench.workloads import digits
 
 
@@ -44,7 +36,7 @@ class CompareConfig:
 def run_compare(config: CompareConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     logs = config.out / "logs"
     with contextlib.ExitStack() as running:
-        systems: dict[str, tuple[Servers, str]] = {
+        systems: dict[str, tuple[System, str]] = {
             "baseline": (running.enter_context(Baseline(logs / "baseline")), "baseline")
         }
         for name, root in (("old", config.old), ("new", config.new)):

@@ -1,20 +1,9 @@
 """``python -m load_testing.bench floors``: what the parts of inferq's path cost on this machine,
-each measured alone, so that the end-to-end figures can be read against them.
-
-- ``loopback``: a round trip between two Python processes (asyncio on uvloop, TCP on
-  loopback): the least that any hop between two processes costs.
-- ``rabbitmq``: a persistent message published with a confirm until a consumer in the same
-  process has it (the gateway → worker leg, on a classic durable queue with inferq's queue
-  arguments), then the same with a transient message and with no confirm; with the broker's
-  CPU per message.
-- ``redis``: PUBLISH until a subscriber in the same process has it (the worker → gateway
-  leg), and a PING round trip.
-- ``wake``: model_b's inference (the baseline's: input array, ONNX Runtime, response) back to
-  back, and after the process slept 0.5, 2 and 5 ms: what the same work costs a process that
-  wakes from idle.
-
-Writes floors.json. Everything runs in a namespace of its own (an exclusive queue, a channel
-with a random name) and leaves nothing behind.
+each alone, to read the end-to-end figures against: ``loopback`` (a round trip between two
+Python processes), ``rabbitmq`` (publish until consumed: persistent with a confirm, transient,
+no confirm; the broker's CPU per message), ``redis`` (PUBLISH until heard; PING) and ``wake``
+(model_b's inference back to back and after 0.5, 2, 5 ms idle). Writes floors.json, in a
+namespace of its own; leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -32,7 +21,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
-import orjson
 import uvloop
 from redis.asyncio import Redis
 
@@ -41,8 +29,8 @@ from inferq.settings import CommonSettings
 from inferq.topology import model_queue_arguments
 from load_testing.bench import procstat, report
 from load_testing.bench.baseline import classify
-from load_testing.bench.samples import correct_samples
-from load_testing.bench.stack import free_port
+from load_testing.processes import free_port
+from load_testing.samples import Digits
 from workers.models.model_b import WEIGHTS, onnx_session
 
 ROUNDS = 2000
@@ -264,7 +252,7 @@ async def _redis(settings: CommonSettings, rounds: int) -> list[Floor]:
 # --- waking from idle ------------------------------------------------------------------------
 def _wake(_: CommonSettings, rounds: int) -> list[Floor]:
     session = onnx_session(WEIGHTS)
-    pixels = orjson.loads(correct_samples()[0].body)["pixels"]
+    pixels = Digits().pixels[0]
 
     floors = []
     for gap_ms in IDLE_GAPS_MS:

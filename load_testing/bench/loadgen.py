@@ -1,22 +1,8 @@
 """A closed-loop async load generator (aiohttp): N clients, each in a loop of {send a
 request, wait for its complete answer, check it}, for a warm-up and then a measured window.
-
-Modes (how a client gets its answer):
-
-- ``baseline``: ``POST /predict/{model}`` answers ``200`` with the result (the baseline app).
-- ``wait``: ``POST /predict/{model}?wait=S`` answers ``200`` with the finished task view.
-- ``poll``: ``POST /predict/{model}`` answers ``202``; then ``GET /tasks/{id}?wait=S``
-  (a long-poll) until the task is final — how an inferq client polls.
-- ``interval``: as ``poll``, but plain ``GET /tasks/{id}`` every ``poll_interval_s``.
-
-What is sent to which model, and how a result is checked, is a `Workload` (model_b's digits
-by default). A request counts when it started after the warm-up and ended within the window;
-its latency runs from just before the POST to the checked final answer. Every answer is
-checked: HTTP status, the task's id, model, creation time and status, and the result by the
-workload's check (for model_b: the label against the digit's true label). Anything else is
-an error, counted by kind, warm-up included. The generator runs on the machine under test
-and shares its cores: it is kept light (one connection per client, bodies encoded once,
-orjson, little work per request).
+The modes (``baseline``, ``wait``, ``poll``, ``interval``), what counts and what is checked
+are in load_testing/README.md ("The load"). It shares the cores of the machine under test, so
+it is kept light: one connection per client, bodies encoded once, orjson.
 """
 
 from __future__ import annotations
@@ -32,8 +18,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-from load_testing.bench.samples import Sample
-from load_testing.bench.workloads import AnswerError, Workload
+from load_testing.bench.workloads import AnswerError, Sample, Workload
 
 MODES = ("baseline", "wait", "poll", "interval")
 FINAL = frozenset({"succeeded", "failed", "expired"})

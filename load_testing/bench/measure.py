@@ -18,7 +18,7 @@ from inferq.redis_client import connect_redis
 from inferq.settings import CommonSettings
 from load_testing.bench import procstat
 from load_testing.bench.loadgen import run_load
-from load_testing.bench.stack import Servers
+from load_testing.bench.stack import System
 from load_testing.bench.workloads import Workload
 
 IDLE_PROBE_S = 2.0
@@ -59,7 +59,7 @@ class Context:
 
 
 def measure(
-    servers: Servers,
+    servers: System,
     workload: Workload,
     mode: str,
     clients: int,
@@ -79,8 +79,7 @@ def measure(
         dict[str, float | None],
     ]:
         return (
-            {name: procstat.cpu_s(pid) for name, pid in pids.items()},
-            procstat.machine_cpu_s(),
+            *cpu_probe(pids),
             counters() if counters else {},
             {name: procstat.runqueue_wait_s(pid) for name, pid in pids.items()},
         )
@@ -124,17 +123,19 @@ def idle_probe(services: dict[str, int], seconds: float = IDLE_PROBE_S) -> dict[
     """CPU in use before anything of ours runs: the machine's background load, and what the
     shared RabbitMQ and Redis burn when idle (the rows' figures include both)."""
 
-    def probe() -> tuple[dict[str, float | None], tuple[float, float] | None]:
-        return {n: procstat.cpu_s(pid) for n, pid in services.items()}, procstat.machine_cpu_s()
-
-    start = probe()
+    start = cpu_probe(services)
     time.sleep(seconds)
-    cpu = cpu_usage(start, probe(), seconds, 0)
+    cpu = cpu_usage(start, cpu_probe(services), seconds, 0)
     return {
         "seconds": seconds,
         "cpu_cores": cpu.get("cpu_cores"),
         "machine_busy_cores": cpu.get("machine_busy_cores"),
     }
+
+
+def cpu_probe(pids: Mapping[str, int]) -> tuple[dict[str, float | None], Any]:
+    """CPU seconds by process so far, and `procstat.machine_cpu_s`: `cpu_usage`'s ends."""
+    return {name: procstat.cpu_s(pid) for name, pid in pids.items()}, procstat.machine_cpu_s()
 
 
 def cpu_usage(start: Any, end: Any, window_s: float, completed: int) -> dict[str, Any]:

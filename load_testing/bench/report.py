@@ -3,7 +3,9 @@ a table, bench.json and bench.png."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,40 +144,52 @@ def write_json(result: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(result, indent=2) + "\n")
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Two panels against clients: p50 (solid) and p99 (dashed) latency; throughput."""
+@contextlib.contextmanager
+def figure(path: Path, title: str) -> Iterator[Any]:
+    """Two panels side by side, saved as ``path`` under ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    drawing, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    try:
+        yield panels
+        drawing.suptitle(title)
+        drawing.tight_layout()
+        drawing.savefig(path, dpi=110)
+    finally:
+        plt.close(drawing)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Two panels against clients: p50 (solid) and p99 (dashed) latency; throughput."""
     series: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         label = "baseline" if row["system"] == "baseline" else f"inferq {row['mode']}"
         series.setdefault(label, []).append(row)
     clients = sorted({row["clients"] for row in rows})
-    figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for index, (label, points) in enumerate(series.items()):
-        points.sort(key=lambda r: r["clients"])
-        x = [p["clients"] for p in points]
-        color = f"C{index}"
-        latency.plot(x, [p["p50_ms"] for p in points], "o-", color=color, label=f"{label} p50")
-        latency.plot(x, [p["p99_ms"] for p in points], "s--", color=color, label=f"{label} p99")
-        throughput.plot(x, [p["throughput_rps"] for p in points], "o-", color=color, label=label)
-    for axis, title, unit in (
-        (latency, "Latency", "ms (log)"),
-        (throughput, "Throughput", "completed requests/s"),
-    ):
-        axis.set_xscale("log", base=2)
-        axis.set_xticks(clients, [str(c) for c in clients])
-        axis.set_xlabel("closed-loop clients")
-        axis.set_ylabel(unit)
-        axis.set_title(title)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-    latency.set_yscale("log")
-    throughput.set_ylim(bottom=0)
-    figure.suptitle("inferq vs plain FastAPI + ONNX Runtime (model_b), same machine, same run")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    heading = "inferq vs plain FastAPI + ONNX Runtime (model_b), same machine, same run"
+    with figure(path, heading) as (latency, throughput):
+        for index, (label, points) in enumerate(series.items()):
+            points.sort(key=lambda r: r["clients"])
+            x = [p["clients"] for p in points]
+            color = f"C{index}"
+            latency.plot(x, [p["p50_ms"] for p in points], "o-", color=color, label=f"{label} p50")
+            latency.plot(x, [p["p99_ms"] for p in points], "s--", color=color, label=f"{label} p99")
+            throughput.plot(
+                x, [p["throughput_rps"] for p in points], "o-", color=color, label=label
+            )
+        for axis, title, unit in (
+            (latency, "Latency", "ms (log)"),
+            (throughput, "Throughput", "completed requests/s"),
+        ):
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(clients, [str(c) for c in clients])
+            axis.set_xlabel("closed-loop clients")
+            axis.set_ylabel(unit)
+            axis.set_title(title)
+            axis.grid(True, alpha=0.3)
+            axis.legend(fontsize=8)
+        latency.set_yscale("log")
+        throughput.set_ylim(bottom=0)

@@ -1,10 +1,6 @@
 """Scale-out (issue 4): "with the `sleep` model at 20 ms, throughput with 1, 2, 4, 8 worker
-processes >= 0.9x linear."
-
-For each N, a fresh stack: one gateway and N sleep workers (each runs one task at a time, so
-one worker serves at most ~50 tasks/s), driven by ``clients_per_worker`` x N closed-loop
-clients in ``wait`` mode sending ``{"ms": 20}``. Efficiency = throughput(N) / (N x
-throughput(1)). Writes scaleout.json and scaleout.png.
+processes >= 0.9x linear." A fresh stack per N, ``clients_per_worker`` x N clients in ``wait``
+mode; efficiency = throughput(N) / (N x throughput(1)). Writes scaleout.json and scaleout.png.
 """
 
 from __future__ import annotations
@@ -122,35 +118,25 @@ def format_targets(checks: list[dict[str, Any]]) -> str:
 
 def plot(rows: list[dict[str, Any]], path: Path, config: ScaleoutConfig) -> None:
     """Throughput against workers, with the linear line and the 0.9x line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     workers = [r["workers"] for r in rows]
-    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
-    throughput.plot(workers, [r["throughput_rps"] for r in rows], "o-", label="measured")
-    if rows and rows[0]["linear_rps"] is not None:
-        linear = [r["linear_rps"] for r in rows]
-        throughput.plot(workers, linear, "--", color="gray", label="linear")
-        throughput.plot(workers, [MIN_EFFICIENCY * v for v in linear], ":", color="gray",
-                        label=f"{MIN_EFFICIENCY}x linear")  # fmt: skip
-    for key, style in (("p50_ms", "o-"), ("p99_ms", "s--")):
-        latency.plot(workers, [r[key] for r in rows], style, label=key.replace("_ms", ""))
-    for axis, title, unit in (
-        (throughput, "Throughput", "completed requests/s"),
-        (latency, "Latency", "ms"),
-    ):
-        axis.set_xticks(workers, [str(w) for w in workers])
-        axis.set_xlabel(f"sleep workers (clients = {config.clients_per_worker} x workers)")
-        axis.set_ylabel(unit)
-        axis.set_title(title)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-        axis.set_ylim(bottom=0)
-    figure.suptitle(
-        f"Scale-out: sleep model ({config.sleep_ms} ms), 1 gateway + N worker processes"
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    heading = f"Scale-out: sleep model ({config.sleep_ms} ms), 1 gateway + N worker processes"
+    with report.figure(path, heading) as (throughput, latency):
+        throughput.plot(workers, [r["throughput_rps"] for r in rows], "o-", label="measured")
+        if rows and rows[0]["linear_rps"] is not None:
+            linear = [r["linear_rps"] for r in rows]
+            throughput.plot(workers, linear, "--", color="gray", label="linear")
+            throughput.plot(workers, [MIN_EFFICIENCY * v for v in linear], ":", color="gray",
+                            label=f"{MIN_EFFICIENCY}x linear")  # fmt: skip
+        for key, style in (("p50_ms", "o-"), ("p99_ms", "s--")):
+            latency.plot(workers, [r[key] for r in rows], style, label=key.replace("_ms", ""))
+        for axis, title, unit in (
+            (throughput, "Throughput", "completed requests/s"),
+            (latency, "Latency", "ms"),
+        ):
+            axis.set_xticks(workers, [str(w) for w in workers])
+            axis.set_xlabel(f"sleep workers (clients = {config.clients_per_worker} x workers)")
+            axis.set_ylabel(unit)
+            axis.set_title(title)
+            axis.grid(True, alpha=0.3)
+            axis.legend(fontsize=8)
+            axis.set_ylim(bottom=0)

@@ -1,131 +1,68 @@
-"""The systems under test, started as real processes: the inferq stack (a gateway and workers
-of one model, in a namespace of their own on the local RabbitMQ and Redis) and the baseline (one
-plain FastAPI process). Each is a context manager that waits until it serves and tears down
-after: SIGTERM and wait, then, for inferq, drop the namespace's queues and keys."""
+"""The systems under test, as context managers that start them, wait until they serve and tear
+them down: the inferq stack (a gateway and workers of one model, in a namespace of their own)
+and the baseline (one plain FastAPI process)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
-from inferq.settings import CommonSettings
-from inferq_cli.admin import drop_namespace
-from inferq_cli.supervisor import stop_processes
+from load_testing.processes import ROOT, Popen, Processes, free_port, get_json
 
-ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Servers:
-    """Named child processes serving HTTP on ``url``; their logs go to ``log_dir``. They run
-    the code of ``root`` (this checkout unless told otherwise: `compare` runs two)."""
-
+class System(Processes):
     system = ""
-
-    def __init__(self, log_dir: Path, env: dict[str, str] | None = None, root: Path = ROOT) -> None:
-        self.log_dir = log_dir
-        self.root = root
-        self.env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.url = ""
-
-    def spawn(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, *argv],
-                cwd=self.root,
-                env={**self.env, **(env or {})},
-                stdout=log,
-                stderr=log,
-            )
-        self.processes[name] = process
-        return process
-
-    def pids(self) -> dict[str, int]:
-        return {name: p.pid for name, p in self.processes.items()}
-
-    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({process.returncode}):\n{self.logs()}")
-            if condition():
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"timed out after {START_TIMEOUT_S}s waiting for {what}:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
-            for path in sorted(self.log_dir.glob("*.log"))
-        )
 
     def start(self) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
-        stop_processes(self.processes.values(), grace_s=STOP_TIMEOUT_S)
+    def pids(self) -> dict[str, int]:
+        raise NotImplementedError
 
     def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
-            self.stop()
+            self.close()
             raise
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop()
 
-
-class Baseline(Servers):
+class Baseline(System):
     """model_b in one plain FastAPI process (`load_testing.bench.baseline`)."""
 
     system = "baseline"
 
     def __init__(self, log_dir: Path, infer: str = "inline") -> None:
-        super().__init__(log_dir)
+        super().__init__(None, log_dir)
         self.infer = infer
 
     def start(self) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         argv = ["-m", "load_testing.bench.baseline", "--port", str(port), "--infer", self.infer]
-        self.spawn("baseline", argv)
-        self.wait_until(lambda: _get(f"{self.url}/healthz") is not None, "the baseline")
+        app = self.launch("baseline", [sys.executable, *argv], self.env)
+        self.wait_for(
+            lambda: get_json(f"{self.url}/healthz") is not None,
+            START_TIMEOUT_S,
+            "the baseline",
+            [app],
+        )
+
+    def pids(self) -> dict[str, int]:
+        return {"baseline": self.processes[0].pid}
 
 
-class InferqStack(Servers):
-    """One inferq gateway and ``workers`` workers of ``model``, in a fresh namespace; ``env``
-    goes to all of them (e.g. ``{"INFERQ_MAX_BATCH_SIZE": "1"}``). With ``metrics``, each
-    worker serves its Prometheus metrics on a port of its own (`metrics_ports`)."""
+class InferqStack(System):
+    """One inferq gateway and ``workers`` workers of ``model`` from the checkout ``root``, in a
+    fresh namespace; ``env`` goes to all of them. With ``metrics``, each worker serves its
+    Prometheus metrics on a port of its own (`metrics_ports`)."""
 
     system = "inferq"
 
@@ -138,59 +75,36 @@ class InferqStack(Servers):
         root: Path = ROOT,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.namespace = f"bench-{os.urandom(4).hex()}"
-        super().__init__(log_dir, {"INFERQ_NAMESPACE": self.namespace, **(env or {})}, root)
-        self.workers = workers
+        super().__init__(f"bench-{os.urandom(4).hex()}", log_dir, root, env)
         self.model = model
         self.metrics = metrics
         self.metrics_ports: dict[str, int] = {}
+        self.worker_count = workers
+        self.workers: list[Popen] = []
 
     def start(self) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.spawn("gateway", ["-m", "inferq_cli", "gateway", "--port", str(port)])
-        self._spawn_worker(0)
-        self.wait_until(lambda: _get(f"{self.url}/readyz") is not None, "the gateway")
-        # The others only once the first one consumes: RabbitMQ 3.10 answers a basic.consume
-        # that races a quorum queue's start-up with INTERNAL_ERROR ({badmatch,{error,noproc}}
-        # in rabbit_quorum_queue:consume/3), and the worker exits.
-        self.wait_until(lambda: self._live(1), f"a live {self.model} worker")
-        for i in range(1, self.workers):
-            self._spawn_worker(i)
-        self.wait_until(
-            lambda: self._live(self.workers), f"{self.workers} live {self.model} workers"
-        )
+        self.start_gateway(START_TIMEOUT_S)
+        # The others once the first consumes (load_testing/README.md: RabbitMQ 3.10 and
+        # quorum queues).
+        for count in (1, self.worker_count):
+            while len(self.workers) < count:
+                self._start_worker()
+            self.wait_live(self.model, count, START_TIMEOUT_S, self.processes)
 
-    def _spawn_worker(self, i: int) -> None:
-        """One process per worker (not `--replicas`, whose supervisor would be one more)."""
-        env = {}
+    def _start_worker(self) -> None:
+        name, env = f"worker-{len(self.workers)}", {}
         if self.metrics:
-            self.metrics_ports[f"worker-{i}"] = metrics_port = free_port()
-            env["INFERQ_METRICS_PORT"] = str(metrics_port)
-        self.spawn(f"worker-{i}", ["-m", "inferq_cli", "worker", self.model], env)
+            self.metrics_ports[name] = port = free_port()
+            env["INFERQ_METRICS_PORT"] = str(port)
+        self.workers.append(self.start_worker(self.model, **env))
 
-    def _live(self, workers: int) -> bool:
-        return int(self.describe().get("live_workers") or 0) >= workers
+    def pids(self) -> dict[str, int]:
+        workers = {f"worker-{i}": worker.pid for i, worker in enumerate(self.workers)}
+        return {"gateway": self.processes[0].pid, **workers}
 
     def describe(self) -> dict[str, Any]:
         """``GET /models/{model}`` (live workers, queue depth, ...); {} if it does not answer."""
-        return _get(f"{self.url}/models/{self.model}") or {}
+        return get_json(f"{self.url}/models/{self.model}") or {}
 
-    def worker_log(self, index: int = 0) -> str:
-        return (self.log_dir / f"worker-{index}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        try:
-            super().stop()
-        finally:
-            settings = CommonSettings(namespace=self.namespace)
-            asyncio.run(drop_namespace(settings, [self.model]))
-
-
-def _get(url: str) -> dict[str, Any] | None:
-    """The JSON body of a 200 answer, or None for anything else."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.load(response) if response.status == 200 else None  # type: ignore[no-any-return]
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
+    def close(self, models: Sequence[str] = (), grace_s: float = STOP_TIMEOUT_S) -> None:
+        super().close([self.model, *models], grace_s)

@@ -16,9 +16,24 @@ from typing import Any
 
 import orjson
 
-from load_testing.bench.samples import Sample, correct_samples
+from load_testing.samples import Digits
 
 PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Sample:
+    body: bytes  # the JSON request body, encoded once
+    label: int | None  # the digit's true label, which model_b is known to predict; None: no digit
+
+
+def correct_samples(limit: int = 512) -> list[Sample]:
+    """Up to ``limit`` digits (in data set order) that model_b classifies right."""
+    digits = Digits()
+    return [
+        Sample(orjson.dumps({"pixels": pixels}), label)
+        for pixels, label in zip(digits.pixels[:limit], digits.labels[:limit], strict=True)
+    ]
 
 
 class AnswerError(Exception):

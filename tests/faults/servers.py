@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from tests.stack import free_port
+from load_testing.processes import free_port
 
 # Where the servers are looked for: first (and then only) where these variables point; else
 # PATH and where the packages put them. Debian's RabbitMQ package keeps the real scripts in
