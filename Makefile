@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy inferq inferq_cli api_service model_registry workers load_testing serialization_type_test tests
 
-# Regenerates proto/*_pb2.py; tests/test_proto_fresh.py fails when they are stale.
+# Regenerates proto/*_pb2.py; tests/kernel/test_proto_fresh.py fails when they are stale.
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. proto/*.proto examples/*.proto tests/models/seed/*.proto
 

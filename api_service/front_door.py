@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from api_service.core.gateway import Caller
@@ -59,34 +60,42 @@ class FrontDoor:
         # ASGI header names are lower case; a plain dict reads faster than Headers.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         body = RequestBody(receive, self.bodies) if has_body(scope["headers"]) else None
-        answer = _Answer(send, body)
         template = route.template if route else ""
         with server_span(f"{method} {template}" if template else method, headers) as span:
-            traceparent = span.trace_context["traceparent"].encode()
-            answer.extra_headers.append((b"traceparent", traceparent))
+            traceparent = (b"traceparent", span.trace_context["traceparent"].encode())
+            response: Response | None = None
+            fastapi: _Answer | None = None
             try:
                 caller = await self.authenticate(scope, headers)
-                if route is None:
-                    scope.setdefault("state", {})["caller"] = caller
-                    await self.app(scope, body.receive if body else receive, answer.send)
-                else:
+                if route is not None:
                     request = hot.HttpRequest(
                         scope, headers, body, self.max_body_bytes, span.trace_context, caller
                     )
                     response = await route.handler(self.gateway, request)
-                    await response(scope, receive, answer.send)
+                else:
+                    scope.setdefault("state", {})["caller"] = caller
+                    fastapi = _Answer(send, body, traceparent)
+                    await self.app(scope, body.receive if body else receive, fastapi.send)
             except Exception as error:  # noqa: BLE001 - every error gets its JSON answer
-                if answer.status:  # the answer had begun: nothing to do but log it
+                if fastapi is not None and fastapi.status:  # its answer had begun: log it
                     logger.error("error once answering %s %s", method, path, exc_info=error)
                 else:
-                    await error_response(error, method, path)(scope, receive, answer.send)
+                    response = error_response(error, method, path)
+            if response is not None:
+                response.raw_headers.append(traceparent)
+                # An answer given before the body was read lingers to read the rest.
+                out = send if body is None or body.complete else body.lingering(send)
+                await response(scope, receive, out)
+                status = response.status_code
+            else:
+                status = fastapi.status if fastapi else 500
         if route is None:  # FastAPI matched it: its template, for low-cardinality labels
             template = getattr(scope.get("route"), "path", "unmatched")
         model = scope.get("path_params", {}).get("model", "") if route is None else route.model
         seconds = time.perf_counter() - started
-        record_request(template, model, answer.status, seconds)
-        if self.access_log or answer.status >= 500:
-            self._log(method, path, answer.status, seconds, span.trace_context)
+        record_request(template, model, status, seconds)
+        if self.access_log or status >= 500:
+            self._log(method, path, status, seconds, span.trace_context)
 
     @property
     def gateway(self) -> Any:
@@ -111,21 +120,23 @@ class FrontDoor:
 
 
 class _Answer:
-    """The ``send`` of one request: notes the status, adds the front door's headers, and, for an
-    answer given before the body was read, lingers to read the rest (`RequestBody.lingering`)."""
+    """The ``send`` of a request FastAPI answers: notes the status, adds the trace header,
+    and, for an answer given before the body was read, lingers to read the rest."""
 
-    __slots__ = ("_send", "body", "extra_headers", "status")
+    __slots__ = ("_send", "body", "header", "status")
 
-    def __init__(self, send: Send, body: RequestBody | None) -> None:
+    def __init__(
+        self, send: Send, body: RequestBody | None, header: tuple[bytes, bytes]
+    ) -> None:
         self._send = send
         self.body = body
-        self.extra_headers: list[tuple[bytes, bytes]] = []
+        self.header = header
         self.status = 0
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            message = {**message, "headers": [*message.get("headers", ()), *self.extra_headers]}
+            message = {**message, "headers": [*message.get("headers", ()), self.header]}
             if self.body is not None and not self.body.complete:
                 self._send = self.body.lingering(self._send)
         await self._send(message)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 ROLES = {"inferq", "proto", "model_registry", "workers", "api_service"}
 ALLOWED: dict[str, set[str]] = {
     "proto": set(),
