@@ -30,7 +30,7 @@ test: install services browser
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy inferq inferq_cli api_service model_registry workers load_testing serialization_type_test tests
+	$(BIN)/mypy inferq inferq_cli api_service model_registry catalog workers load_testing serialization_type_test tests
 
 # Regenerates proto/*_pb2.py; tests/kernel/test_proto_fresh.py fails when they are stale.
 proto: install

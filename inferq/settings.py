@@ -153,6 +153,40 @@ class WorkerSettings(CommonSettings):
     )
 
 
+class CatalogSettings(BaseSettings):
+    """The durable catalog of models, versions and aliases, and where model files live; read
+    by the gateway, the model host and `inferq models ...`."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERQ_", env_file=".env", extra="ignore")
+
+    catalog_url: str = Field(
+        "sqlite:///.inferq/catalog.db",
+        description="SQLAlchemy URL of the catalog: an SQLite file by default; "
+        "postgresql+psycopg://user@host/db when several gateways share it.",
+    )
+    model_store_url: str = Field(
+        ".inferq/models",
+        description="Where model files live: a directory (default), or s3://bucket/prefix for "
+        "an S3-compatible store (endpoint from AWS_ENDPOINT_URL, credentials as boto3 finds them).",
+    )
+    max_model_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="Largest model file accepted for upload."
+    )
+    validation_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a trial load of an uploaded model may take."
+    )
+    validation_memory_bytes: int = Field(
+        2 * 1024 * 1024 * 1024,
+        gt=0,
+        description="Address-space limit of the process that trial-loads an uploaded model.",
+    )
+    allowed_operator_domains: str = Field(
+        "ai.onnx,ai.onnx.ml",
+        description="Comma-separated ONNX operator domains an uploaded model may use "
+        "('' is ai.onnx's other name).",
+    )
+
+
 LogFormat = Literal["auto", "json", "text"]
 
 

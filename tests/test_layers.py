@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = {"inferq", "proto", "model_registry", "workers", "api_service"}
+ROLES = {"inferq", "proto", "model_registry", "catalog", "workers", "api_service"}
 ALLOWED: dict[str, set[str]] = {
     "proto": set(),
     "inferq": {"proto"},
     "model_registry": {"inferq", "proto"},
-    "workers": {"inferq", "model_registry", "proto"},
-    "api_service": {"inferq", "model_registry", "proto"},
+    # What exists (models, versions, aliases, files): beside the registry of who is alive.
+    "catalog": {"inferq", "proto"},
+    "workers": {"inferq", "model_registry", "catalog", "proto"},
+    "api_service": {"inferq", "model_registry", "catalog", "proto"},
     "inferq_cli": ROLES,
     # A user's models, as their author writes them; the wire-format study.
     "examples": {"inferq", "proto", "workers"},
