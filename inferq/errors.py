@@ -115,3 +115,18 @@ class DeadLettered(InferqError):
 
     status_code = 500
     error_type = "Rejected"
+
+
+class InvalidModel(InferqError):
+    """An uploaded model file that is refused before anything is stored: the message says what
+    is wrong and how to fix it; the ``reason`` detail names the check that refused it."""
+
+    status_code = 422
+    error_type = "InvalidModel"
+
+
+class ModelTooLarge(InvalidModel):
+    """An uploaded model file over ``INFERQ_MAX_MODEL_BYTES``."""
+
+    status_code = 413
+    error_type = "ModelTooLarge"
