@@ -11,6 +11,10 @@ trial-loads the model in ONNX Runtime. So a file that crashes, hangs or exhausts
 parser, the checker or ONNX Runtime costs the caller a refusal (`InvalidModel`), never its
 process. The child answers with the model's `Signature` or the refusal, as JSON in a file.
 
+A refusal's ``reason`` detail is one of: ``too_large`` (413), ``unreadable``, ``external_data``,
+``operator_domain``, ``invalid`` (onnx.checker), ``zipmap``, ``non_tensor``,
+``unsupported_type``, ``load_failed`` (ONNX Runtime), ``memory``, ``timeout``, ``crashed``.
+
 `check_model` blocks for as long as the trial load takes (up to the timeout): async code calls
 it in a thread (``await anyio.to_thread.run_sync(check_model, data, settings)``).
 """
@@ -18,6 +22,7 @@ it in a thread (``await anyio.to_thread.run_sync(check_model, data, settings)``)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -33,6 +38,8 @@ from google.protobuf.message import DecodeError
 from catalog.signature import Signature
 from inferq.errors import InvalidModel, ModelTooLarge
 from inferq.settings import CatalogSettings
+
+logger = logging.getLogger(__name__)
 
 #: The directory ``python -m catalog.onnx_check`` runs in, so the child imports this package.
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +110,7 @@ def _run_child(model_path: Path, answer_path: Path, settings: CatalogSettings) -
         else f"exited with status {child.returncode}"
     )
     tail = stderr_path.read_bytes()[-_STDERR_TAIL:].decode("utf-8", "replace").strip()
+    logger.warning("the check of an uploaded model %s: %s", how, tail or "(no output)")
     return _refusal(
         "crashed",
         f"The process that checks and loads the model {how}"
@@ -208,7 +216,12 @@ def _refuse_non_tensors(model: onnx.ModelProto) -> None:
             kind = value.type.WhichOneof("value")
             if kind == "tensor_type":
                 continue
-            if kind == "sequence_type" and value.type.sequence_type.elem_type.HasField("map_type"):
+            sequence = value.type.sequence_type
+            if (
+                side == "output"
+                and kind == "sequence_type"
+                and sequence.elem_type.HasField("map_type")
+            ):
                 raise _Refused(
                     "zipmap",
                     f"Output {value.name!r} is a sequence of maps (skl2onnx's ZipMap of class "
@@ -218,7 +231,7 @@ def _refuse_non_tensors(model: onnx.ModelProto) -> None:
                 )
             raise _Refused(
                 "non_tensor",
-                f"The model's {side} {value.name!r} is a {kind or 'value of no type'}; inferq "
+                f"The model's {side} {value.name!r} is a {_kind(kind)}; inferq "
                 "serves tensor inputs and outputs only. Export the model so that it takes and "
                 "returns plain tensors.",
             )
@@ -252,6 +265,11 @@ def _memory_message(memory: int) -> str:
         "bytes) allows, so it was refused. Make the model smaller (its weights, or a constant "
         "that expands to a huge tensor), or raise the limit."
     )
+
+
+def _kind(kind: str | None) -> str:
+    """``sequence_type`` -> ``sequence``: what a TypeProto holds, in words."""
+    return (kind or "value of no type").removesuffix("_type")
 
 
 def _text(exc: BaseException) -> str:

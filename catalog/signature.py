@@ -80,7 +80,8 @@ class Signature:
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     kind = value.type.WhichOneof("value")
     if kind != "tensor_type":
-        raise ValueError(f"{value.name!r} is a {kind or 'value of no type'}, not a tensor")
+        what = (kind or "value of no type").removesuffix("_type")
+        raise ValueError(f"{value.name!r} is a {what}, not a tensor")
     tensor = value.type.tensor_type
     return TensorSpec(
         name=value.name, dtype=_dtype_name(value.name, tensor.elem_type), shape=_shape(tensor)

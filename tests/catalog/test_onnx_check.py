@@ -275,3 +275,40 @@ def test_the_empty_domain_in_the_setting_is_ai_onnx() -> None:
 
     assert allowed_domains(only_empty) == {"ai.onnx", "ai.onnx.ml"}
     assert check_model(scaler().SerializeToString(), only_empty).inputs[0].name == "x"
+
+
+def test_a_custom_operator_inside_a_subgraph_is_found() -> None:
+    branch = helper.make_graph(
+        [helper.make_node("Fancy", ["y"], ["b"], name="hidden", domain="com.example")],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
+    )
+    condition = numpy_helper.from_array(np.array(True), "condition")
+    choose = helper.make_node(
+        "If", ["condition"], ["z"], name="choose", then_branch=branch, else_branch=branch
+    )
+    model = scaler([choose], initializer=[condition])
+
+    refused = refusal(model.SerializeToString())
+
+    assert refused.details["reason"] == "operator_domain"
+    assert "'hidden'" in refused.message and "subgraph 'then_branch'" in refused.message
+
+
+def test_an_input_that_is_not_a_tensor_is_refused() -> None:
+    sequence = helper.make_tensor_sequence_value_info("xs", TensorProto.FLOAT, None)
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("SequenceLength", ["xs"], ["n"])],
+            "count",
+            [sequence],
+            [helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+        ),
+        opset_imports=opset(),
+    )
+
+    refused = refusal(model.SerializeToString())
+
+    assert refused.details["reason"] == "non_tensor"
+    assert "input 'xs' is a sequence;" in refused.message
