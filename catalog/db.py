@@ -1,0 +1,339 @@
+"""The catalog in SQL: `Catalog`, opened from an SQLAlchemy URL (an SQLite file, or
+PostgreSQL when several gateways share it), migrated to head when it opens. Each method is
+one transaction and blocking; the gateway calls it through `asyncio.to_thread`.
+
+References (``name``, ``name@3``, ``name@alias``) are parsed in `catalog.names`; a bare name
+means the newest version that is not deleted (the reserved alias ``latest``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, Row, create_engine, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from catalog.names import LATEST, check_alias, check_model_name, parse_ref
+from catalog.records import Alias, Model, Version, VersionMetadata, VersionState
+from catalog.schema import aliases, models, versions
+from inferq.errors import InvalidRequest, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: Serialises the migrations of gateways opening one PostgreSQL database at once.
+_MIGRATION_LOCK = 0x1F0CA7A1
+
+
+class Catalog:
+    """Models, their numbered versions and their aliases. Open with `Catalog.open`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Catalog:
+        """Connect to ``url`` and bring its tables to the newest migration: a new SQLite file
+        or an empty PostgreSQL schema gets them, an older one is upgraded, a current one is
+        left as it is."""
+        engine = _engine(url)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        return cls(engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- models and versions ---------------------------------------------------------------
+
+    def add_version(
+        self,
+        name: str,
+        sha256: str,
+        size: int,
+        file_key: str,
+        signature: Mapping[str, Any],
+        metadata: VersionMetadata,
+        *,
+        model_description: str | None = None,
+    ) -> Version:
+        """Record the next version of ``name``, creating the model with its first version.
+        Its number is the model's last one plus one, taken under the model row's lock, so
+        concurrent writers get distinct numbers and a deleted version's number is not reused."""
+        check_model_name(name)
+        now = datetime.now(UTC)
+        with self._transaction() as conn:
+            conn.execute(
+                _insert(conn, models)
+                .values(name=name, description=model_description or "", created=now, last_version=0)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            changes: dict[str, Any] = {"last_version": models.c.last_version + 1}
+            if model_description is not None:
+                changes["description"] = model_description
+            model_id, number = conn.execute(
+                models.update()
+                .where(models.c.name == name)
+                .values(changes)
+                .returning(models.c.id, models.c.last_version)
+            ).one()
+            conn.execute(
+                versions.insert().values(
+                    model_id=model_id,
+                    number=number,
+                    sha256=sha256,
+                    size=size,
+                    file_key=file_key,
+                    signature=dict(signature),
+                    metadata=metadata.to_json(),
+                    state=VersionState.READY.value,
+                    created=now,
+                )
+            )
+            return self._version(conn, name, number)
+
+    def list_models(self) -> list[Model]:
+        with self._transaction() as conn:
+            rows = conn.execute(select(models).order_by(models.c.name)).all()
+        return [Model(r.name, r.description, _utc(r.created)) for r in rows]
+
+    def get_model(self, name: str) -> Model:
+        with self._transaction() as conn:
+            row = conn.execute(select(models).where(models.c.name == name)).one_or_none()
+        if row is None:
+            raise ModelNotFound(f"no model named {name!r}", model=name)
+        return Model(row.name, row.description, _utc(row.created))
+
+    def list_versions(self, name: str, *, include_deleted: bool = False) -> list[Version]:
+        """The model's versions, oldest first."""
+        with self._transaction() as conn:
+            model_id = _model_id(conn, name)
+            query = select(versions).where(versions.c.model_id == model_id)
+            if not include_deleted:
+                query = query.where(versions.c.state == VersionState.READY.value)
+            rows = conn.execute(query.order_by(versions.c.number)).all()
+            return [_to_version(conn, name, row) for row in rows]
+
+    def get_version(self, name: str, number: int) -> Version:
+        """Version ``number`` of ``name``; a deleted one is not found."""
+        with self._transaction() as conn:
+            return self._version(conn, name, number)
+
+    def resolve(self, ref: str) -> Version:
+        """The version ``ref`` names: ``name`` (its newest version), ``name@3`` or
+        ``name@alias``. Raises `InvalidRequest` for a malformed reference, `ModelNotFound`
+        for an unknown model, version or alias."""
+        parsed = parse_ref(ref)
+        with self._transaction() as conn:
+            model_id = _model_id(conn, parsed.model)
+            if parsed.version is not None:
+                return self._version(conn, parsed.model, parsed.version)
+            if parsed.alias == LATEST:
+                number = conn.execute(
+                    select(func.max(versions.c.number)).where(
+                        versions.c.model_id == model_id,
+                        versions.c.state == VersionState.READY.value,
+                    )
+                ).scalar_one()
+                if number is None:
+                    raise ModelNotFound(
+                        f"model {parsed.model!r} has no versions", model=parsed.model
+                    )
+                return self._version(conn, parsed.model, number)
+            number = conn.execute(
+                select(versions.c.number)
+                .join(aliases, aliases.c.version_id == versions.c.id)
+                .where(aliases.c.model_id == model_id, aliases.c.name == parsed.alias)
+            ).scalar_one_or_none()
+            if number is None:
+                raise ModelNotFound(
+                    f"model {parsed.model!r} has no alias {parsed.alias!r}",
+                    model=parsed.model,
+                    alias=parsed.alias,
+                )
+            return self._version(conn, parsed.model, number)
+
+    def delete_version(self, name: str, number: int) -> Version:
+        """Mark the version deleted (its number stays taken). Refused while an alias points
+        to it: the aliases must be moved or removed first."""
+        with self._transaction() as conn:
+            version_id = _version_id(conn, name, number, lock=True)
+            pointing = (
+                conn.execute(
+                    select(aliases.c.name)
+                    .where(aliases.c.version_id == version_id)
+                    .order_by(aliases.c.name)
+                )
+                .scalars()
+                .all()
+            )
+            if pointing:
+                names = ", ".join(pointing)
+                raise InvalidRequest(
+                    f"version {name}@{number} is the target of the alias(es) {names}: "
+                    "move or remove them before deleting it",
+                    model=name,
+                    version=number,
+                    aliases=list(pointing),
+                )
+            conn.execute(
+                versions.update()
+                .where(versions.c.id == version_id)
+                .values(state=VersionState.DELETED.value)
+            )
+            row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
+            return _to_version(conn, name, row)
+
+    # -- aliases ---------------------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, number: int) -> Alias:
+        """Point ``name@alias`` at version ``number``: set it, or move it if it exists."""
+        check_alias(alias)
+        with self._transaction() as conn:
+            model_id = _model_id(conn, name)
+            version_id = _version_id(conn, name, number, lock=True)
+            conn.execute(
+                _insert(conn, aliases)
+                .values(model_id=model_id, name=alias, version_id=version_id)
+                .on_conflict_do_update(
+                    index_elements=["model_id", "name"], set_={"version_id": version_id}
+                )
+            )
+        return Alias(name, alias, number)
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        with self._transaction() as conn:
+            model_id = _model_id(conn, name)
+            removed = conn.execute(
+                aliases.delete().where(aliases.c.model_id == model_id, aliases.c.name == alias)
+            ).rowcount
+        if not removed:
+            raise ModelNotFound(f"model {name!r} has no alias {alias!r}", model=name, alias=alias)
+
+    def list_aliases(self, name: str) -> list[Alias]:
+        with self._transaction() as conn:
+            model_id = _model_id(conn, name)
+            rows = conn.execute(
+                select(aliases.c.name, versions.c.number)
+                .join(versions, versions.c.id == aliases.c.version_id)
+                .where(aliases.c.model_id == model_id)
+                .order_by(aliases.c.name)
+            ).all()
+        return [Alias(name, row.name, row.number) for row in rows]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+
+    def _version(self, conn: Connection, name: str, number: int) -> Version:
+        version_id = _version_id(conn, name, number)
+        row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
+        return _to_version(conn, name, row)
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    raise ValueError(f"the catalog needs SQLite or PostgreSQL, not {parsed.get_backend_name()}")
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
+    # Let SQLAlchemy's "begin" event start transactions, so that each is BEGIN IMMEDIATE:
+    # a second writer waits for the first instead of failing on its upgrade to a write lock.
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing`` / ``_do_update``."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _model_id(conn: Connection, name: str) -> int:
+    model_id = conn.execute(select(models.c.id).where(models.c.name == name)).scalar_one_or_none()
+    if model_id is None:
+        raise ModelNotFound(f"no model named {name!r}", model=name)
+    return int(model_id)
+
+
+def _version_id(conn: Connection, name: str, number: int, *, lock: bool = False) -> int:
+    """The id of a version that is not deleted; ``lock`` holds its row to the transaction's
+    end (PostgreSQL), so that setting an alias and deleting its version cannot cross."""
+    query = (
+        select(versions.c.id)
+        .join(models, models.c.id == versions.c.model_id)
+        .where(
+            models.c.name == name,
+            versions.c.number == number,
+            versions.c.state == VersionState.READY.value,
+        )
+    )
+    if lock:
+        query = query.with_for_update(of=versions)
+    version_id = conn.execute(query).scalar_one_or_none()
+    if version_id is None:
+        _model_id(conn, name)  # an unknown model says so
+        raise ModelNotFound(f"model {name!r} has no version {number}", model=name, version=number)
+    return int(version_id)
+
+
+def _to_version(conn: Connection, name: str, row: Row[Any]) -> Version:
+    pointing = (
+        conn.execute(
+            select(aliases.c.name).where(aliases.c.version_id == row.id).order_by(aliases.c.name)
+        )
+        .scalars()
+        .all()
+    )
+    return Version(
+        model=name,
+        number=row.number,
+        sha256=row.sha256,
+        size=row.size,
+        file_key=row.file_key,
+        signature=dict(row.signature),
+        metadata=VersionMetadata.from_json(row._mapping["metadata"]),
+        state=VersionState(row.state),
+        created=_utc(row.created),
+        aliases=tuple(pointing),
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; every time the catalog stores is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
