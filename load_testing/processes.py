@@ -75,7 +75,10 @@ class Processes:
         self.log_dir = log_dir
         self.root = root
         path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-        self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+        # Workers' liveness files go with the logs: a worker killed on purpose leaves its file
+        # there, not in the machine's /tmp.
+        self.env = {**os.environ, "PYTHONPATH": path, "INFERQ_HEALTH_DIR": str(log_dir)}
+        self.env.update(env or {})
         if namespace:
             self.env["INFERQ_NAMESPACE"] = namespace
         self.processes: list[Popen] = []
