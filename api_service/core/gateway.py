@@ -16,9 +16,9 @@ from redis.exceptions import RedisError
 
 from api_service.core.batcher import PublishBatcher
 from api_service.core.broker import TaskPublisher
-from api_service.core.catalog import CatalogEntry, ModelCatalog
 from api_service.core.codec import decode_request, task_view
 from api_service.core.dead_letters import DeadLetterConsumer
+from api_service.core.live_models import LiveModel, LiveModels
 from api_service.core.recent import RecentLatency
 from api_service.core.records import recorded_at_confirm
 from api_service.core.submission import TaskSubmitter
@@ -93,7 +93,7 @@ class Gateway:
         self,
         settings: GatewaySettings,
         redis: Redis,
-        catalog: ModelCatalog,
+        live_models: LiveModels,
         publisher: TaskPublisher,
         waiter: TaskWaiter,
         submitter: TaskSubmitter,
@@ -101,7 +101,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.redis = redis
-        self.catalog = catalog
+        self.live_models = live_models
         self.publisher = publisher
         self._waiter = waiter
         self._submitter = submitter
@@ -116,7 +116,7 @@ class Gateway:
         deadline_s = request.deadline_s
         if deadline_s is not None:
             deadline_s = _seconds("timeout", deadline_s, 0, MAX_DEADLINE_S)
-        entry = await self.catalog.require_live(request.model)
+        entry = await self.live_models.require_live(request.model)
         message = decode_request(request.body, request.content_type, entry.request_class)
         task_id = new_task_id()
         keyed = request.idempotency_key is not None
@@ -161,7 +161,7 @@ class Gateway:
             raise TaskNotFound(
                 f"no task {task_id!r} (never existed, or its result expired)", task_id=task_id
             )
-        entry = await self.catalog.get(state.model)
+        entry = await self.live_models.get(state.model)
         answer = TaskAnswer(task_id, state.model, state, entry.response_class if entry else None)
         if answer.finished:
             self.recent.record(state)
@@ -175,8 +175,8 @@ class Gateway:
             redis_ok = False
         return {"broker": self.publisher.is_ready, "redis": redis_ok}
 
-    async def entries(self) -> list[CatalogEntry]:
-        return await self.catalog.all()
+    async def entries(self) -> list[LiveModel]:
+        return await self.live_models.all()
 
 
 @contextlib.asynccontextmanager
@@ -200,7 +200,7 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     waiter = TaskWaiter(redis, names.task_done_channel, store, settings.result_ttl_s)
     waiter.start()
     try:
-        catalog = ModelCatalog(registry, settings.registry_cache_s, settings.heartbeat_ttl_s)
+        live_models = LiveModels(registry, settings.registry_cache_s, settings.heartbeat_ttl_s)
         batcher = PublishBatcher(
             store,
             publisher,
@@ -209,7 +209,7 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
             is_finished=lambda task_id: waiter.finished(task_id) is not None,  # rule 1
         )
         submitter = TaskSubmitter(redis, names, store, publisher, batcher, settings.result_ttl_s)
-        yield Gateway(settings, redis, catalog, publisher, waiter, submitter, store)
+        yield Gateway(settings, redis, live_models, publisher, waiter, submitter, store)
     finally:
         await waiter.close()
         await publisher.close()

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from api_service.core.batcher import PublishBatcher
 from api_service.core.broker import TaskPublisher
-from api_service.core.catalog import CatalogEntry
+from api_service.core.live_models import LiveModel
 from inferq.errors import InferqError, InvalidRequest, QueueFull
 from inferq.names import Names
 from inferq.tasks.state import new_task_id, now_ms
@@ -53,7 +53,7 @@ class TaskSubmitter:
 
     async def submit(
         self,
-        entry: CatalogEntry,
+        entry: LiveModel,
         message: Message,
         deadline_s: float,
         idempotency_key: str | None = None,
@@ -122,7 +122,7 @@ class TaskSubmitter:
             )
         return str(earlier_id)
 
-    async def _queue_full(self, entry: CatalogEntry) -> QueueFull:
+    async def _queue_full(self, entry: LiveModel) -> QueueFull:
         """429 with a Retry-After of about the time the workers need to serve half the
         backlog at the rate they report."""
         stats = await self._publisher.queue_stats(entry.record.queue)

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from api_service.core.catalog import CatalogEntry
 from api_service.core.gateway import Gateway
+from api_service.core.live_models import LiveModel
 from api_service.responses import JSONResponse
 from api_service.state import gateway
 from inferq.errors import ModelNotFound
@@ -16,7 +16,7 @@ from model_registry.json_schema import message_json_schema
 router = APIRouter()
 
 
-async def describe(entry: CatalogEntry, gw: Gateway) -> dict[str, Any]:
+async def describe(entry: LiveModel, gw: Gateway) -> dict[str, Any]:
     record = entry.record
     stats = await gw.publisher.queue_stats(record.queue)
     return {
@@ -49,12 +49,12 @@ async def describe(entry: CatalogEntry, gw: Gateway) -> dict[str, Any]:
 
 @router.get("/models", tags=["models"], summary="Every known model")
 async def list_models(gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
-    return JSONResponse({"models": [await describe(e, gw) for e in await gw.catalog.all()]})
+    return JSONResponse({"models": [await describe(e, gw) for e in await gw.live_models.all()]})
 
 
 @router.get("/models/{model}", tags=["models"], summary="One model")
 async def get_model(model: str, gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
-    entry = await gw.catalog.get(model)
+    entry = await gw.live_models.get(model)
     if entry is None:
         raise ModelNotFound(f"no model named {model!r}", model=model)
     return JSONResponse(await describe(entry, gw))

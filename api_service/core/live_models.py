@@ -20,21 +20,21 @@ _VALID_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
-class CatalogEntry:
+class LiveModel:
     record: ModelRecord
     request_class: type[Message]
     response_class: type[Message]
     workers: list[WorkerHeartbeat]
 
 
-class ModelCatalog:
+class LiveModels:
     def __init__(self, registry: Registry, cache_s: float, retry_after_s: float) -> None:
         self._registry = registry
         self._cache_s = cache_s
         self._retry_after_s = retry_after_s
-        self._cache: dict[str, tuple[float, CatalogEntry]] = {}
+        self._cache: dict[str, tuple[float, LiveModel]] = {}
 
-    async def get(self, model: str) -> CatalogEntry | None:
+    async def get(self, model: str) -> LiveModel | None:
         """The model's entry, or None if no worker ever registered it."""
         if not _VALID_NAME.match(model):
             return None
@@ -46,7 +46,7 @@ class ModelCatalog:
             self._cache[model] = (time.monotonic() + self._cache_s, entry)
         return entry
 
-    async def require_live(self, model: str) -> CatalogEntry:
+    async def require_live(self, model: str) -> LiveModel:
         entry = await self.get(model)
         if entry is None:
             raise ModelNotFound(f"no model named {model!r}; GET /models lists them", model=model)
@@ -58,16 +58,16 @@ class ModelCatalog:
             )
         return entry
 
-    async def all(self) -> list[CatalogEntry]:
+    async def all(self) -> list[LiveModel]:
         entries = [await self.get(name) for name in await self._registry.model_names()]
         return [entry for entry in entries if entry is not None]
 
-    async def _load(self, model: str) -> CatalogEntry | None:
+    async def _load(self, model: str) -> LiveModel | None:
         record = await self._registry.get(model)
         if record is None:
             return None
         types = load_message_types(record.descriptor_set)
-        return CatalogEntry(
+        return LiveModel(
             record=record,
             request_class=types.message_class(record.request_type),
             response_class=types.message_class(record.response_type),
