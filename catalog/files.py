@@ -25,27 +25,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from inferq.errors import InferqError
+from inferq.errors import InvalidModelFileKey, ModelFileNotFound, ModelStoreUnavailable
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
-
-
-class ModelFileNotFound(InferqError):
-    status_code = 404
-    error_type = "ModelFileNotFound"
-
-
-class InvalidModelFileKey(InferqError):
-    status_code = 422
-    error_type = "InvalidModelFileKey"
-
-
-class ModelStoreUnavailable(InferqError):
-    """The store cannot be used at all: its bucket does not exist, its endpoint does not
-    answer, or there are no credentials. The message names the store's URL."""
-
-    status_code = 503
-    error_type = "ModelStoreUnavailable"
 
 
 def content_key(data: bytes) -> str:

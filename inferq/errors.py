@@ -130,3 +130,21 @@ class ModelTooLarge(InvalidModel):
 
     status_code = 413
     error_type = "ModelTooLarge"
+
+
+class ModelFileNotFound(InferqError):
+    status_code = 404
+    error_type = "ModelFileNotFound"
+
+
+class InvalidModelFileKey(InferqError):
+    status_code = 422
+    error_type = "InvalidModelFileKey"
+
+
+class ModelStoreUnavailable(InferqError):
+    """The store cannot be used at all: its bucket does not exist, its endpoint does not
+    answer, or there are no credentials. The message names the store's URL."""
+
+    status_code = 503
+    error_type = "ModelStoreUnavailable"

@@ -13,14 +13,12 @@ import pytest
 
 from catalog.files import (
     DirectoryModelFiles,
-    InvalidModelFileKey,
-    ModelFileNotFound,
     ModelFiles,
-    ModelStoreUnavailable,
     S3ModelFiles,
     content_key,
     open_model_files,
 )
+from inferq.errors import InvalidModelFileKey, ModelFileNotFound, ModelStoreUnavailable
 from load_testing.processes import free_port
 from tests.catalog.s3_server import S3Server
 
