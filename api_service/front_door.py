@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from api_service.core.gateway import Caller
+from api_service.core.gateway import Caller, Gateway
 from api_service.errors import error_response
 from api_service.metrics import record_request
 from api_service.request_body import BodyClock, RequestBody, has_body
@@ -69,7 +68,13 @@ class FrontDoor:
                 caller = await self.authenticate(scope, headers)
                 if route is not None:
                     request = hot.HttpRequest(
-                        scope, headers, body, self.max_body_bytes, span.trace_context, caller
+                        scope,
+                        route.param,
+                        headers,
+                        body,
+                        self.max_body_bytes,
+                        span.trace_context,
+                        caller,
                     )
                     response = await route.handler(self.gateway, request)
                 else:
@@ -98,8 +103,8 @@ class FrontDoor:
             self._log(method, path, status, seconds, span.trace_context)
 
     @property
-    def gateway(self) -> Any:
-        return self.app.state.gateway
+    def gateway(self) -> Gateway:
+        return self.app.state.gateway  # type: ignore[no-any-return]
 
     def _log(
         self, method: str, path: str, status: int, seconds: float, trace: dict[str, str]

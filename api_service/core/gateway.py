@@ -143,8 +143,8 @@ class Gateway:
             else:
                 state = None
         answer = TaskAnswer(submitted.task_id, entry.record.name, state, entry.response_class)
-        if answer.finished:
-            self.recent.record(state)  # type: ignore[arg-type]
+        if state is not None and state.status.is_final:
+            self.recent.record(state)  # for GET /stats: only final states count
         return answer
 
     async def task(self, task_id: str, wait_s: float = 0.0) -> TaskAnswer:
@@ -163,7 +163,7 @@ class Gateway:
             )
         entry = await self.live_models.get(state.model)
         answer = TaskAnswer(task_id, state.model, state, entry.response_class if entry else None)
-        if answer.finished:
+        if state.status.is_final:
             self.recent.record(state)
         return answer
 

@@ -22,6 +22,7 @@ TIMEOUT_HEADER = "x-inferq-timeout"
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
     scope: Scope
+    path_param: str  # the model or task id the path names (`HotRoute.param`)
     headers: dict[str, str]
     body: RequestBody | None
     max_body_bytes: int
@@ -92,7 +93,7 @@ async def predict(gateway: Gateway, request: HttpRequest) -> JSONResponse:
     body = await request.read_body()
     answer = await gateway.predict(
         PredictRequest(
-            model=request.scope["path"][len(PREDICT) :],
+            model=request.path_param,
             body=body,
             content_type=request.headers.get("content-type", ""),
             wait_s=query.get("wait", 0.0),
@@ -112,7 +113,7 @@ async def predict(gateway: Gateway, request: HttpRequest) -> JSONResponse:
 
 async def get_task(gateway: Gateway, request: HttpRequest) -> JSONResponse:
     query = request.query("wait")
-    answer = await gateway.task(request.scope["path"][len(TASKS) :], query.get("wait", 0.0))
+    answer = await gateway.task(request.path_param, query.get("wait", 0.0))
     return JSONResponse(answer.view())
 
 
