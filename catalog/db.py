@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from catalog.names import LATEST, check_alias, check_model_name, parse_ref
 from catalog.records import Alias, Model, Version, VersionMetadata, VersionState
 from catalog.schema import aliases, models, versions
-from inferq.errors import InvalidRequest, ModelNotFound
+from inferq.errors import Conflict, ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class Catalog:
             )
             if pointing:
                 names = ", ".join(pointing)
-                raise InvalidRequest(
+                raise Conflict(
                     f"version {name}@{number} is the target of the alias(es) {names}: "
                     "move or remove them before deleting it",
                     model=name,

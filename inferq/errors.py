@@ -47,6 +47,22 @@ class InvalidRequest(InferqError):
     error_type = "InvalidRequest"
 
 
+class Forbidden(InferqError):
+    """The call is not allowed here (model changes while they are disabled; later, a key
+    without the scope)."""
+
+    status_code = 403
+    error_type = "Forbidden"
+
+
+class Conflict(InferqError):
+    """The call clashes with the current state (deleting a version that an alias names, that
+    is deployed, or that has queued tasks): the message says what to change first."""
+
+    status_code = 409
+    error_type = "Conflict"
+
+
 class BodyTooLarge(InferqError):
     status_code = 413
     error_type = "BodyTooLarge"

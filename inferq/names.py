@@ -12,6 +12,12 @@ from dataclasses import dataclass
 REPUBLISHED_HEADER = "x-inferq-republished"
 
 
+def version_key(model: str, number: int) -> str:
+    """The served name of a catalog version, ``digits@3``: its registry record's name, its
+    queue's suffix, and the ``model`` of its tasks. A class model's served name is its bare name."""
+    return f"{model}@{number}"
+
+
 @dataclass(frozen=True)
 class Names:
     """Names within one namespace."""

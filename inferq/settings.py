@@ -12,6 +12,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: A served name (`inferq.names.version_key`): a model name, or a version of one (``name@3``).
+SERVED_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(@[1-9][0-9]{0,8})?$"
 QueueType = Literal["classic", "quorum"]
 
 

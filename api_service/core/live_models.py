@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from inferq.errors import ModelNotFound, ModelUnavailable
-from inferq.settings import NAME_PATTERN
+from inferq.settings import SERVED_NAME_PATTERN
 from model_registry.descriptors import load_message_types
 from model_registry.record import ModelRecord, WorkerHeartbeat
 from model_registry.registry import Registry
 
-_VALID_NAME = re.compile(NAME_PATTERN)
+_VALID_NAME = re.compile(SERVED_NAME_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from catalog.db import Catalog
 from catalog.names import parse_ref
 from catalog.records import VersionMetadata, VersionState
 from catalog.schema import metadata as tables
-from inferq.errors import InvalidRequest, ModelNotFound
+from inferq.errors import Conflict, InvalidRequest, ModelNotFound
 
 POSTGRES = os.environ.get(
     "INFERQ_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
@@ -188,7 +188,7 @@ def test_deleting_a_version_an_alias_points_to_is_refused_and_says_which(
     add(catalog, "iris", 2)
     catalog.set_alias("iris", "production", 1)
     catalog.set_alias("iris", "canary", 1)
-    with pytest.raises(InvalidRequest, match="canary, production") as refused:
+    with pytest.raises(Conflict, match="canary, production") as refused:
         catalog.delete_version("iris", 1)
     assert refused.value.details["aliases"] == ["canary", "production"]
     assert catalog.get_version("iris", 1).state is VersionState.READY
