@@ -15,6 +15,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: A served name (`inferq.names.version_key`): a model name, or a version of one (``name@3``).
 SERVED_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(@[1-9][0-9]{0,8})?$"
 QueueType = Literal["classic", "quorum"]
+ModelChanges = Literal["off", "loopback", "on"]
 
 
 class CommonSettings(BaseSettings):
@@ -94,6 +95,12 @@ class GatewaySettings(CommonSettings):
         "client frees its connection soon.",
     )
     max_wait_s: float = Field(30.0, gt=0, description="Longest `?wait=` a request may hold.")
+    model_changes: ModelChanges = Field(
+        "off",
+        description="Who may upload, delete, alias and deploy models: off (nobody), loopback "
+        "(clients on 127.0.0.1 or ::1; what `inferq up` sets) or on (anyone: only behind your "
+        "own authentication, until API keys exist).",
+    )
     gateway_access_log: bool = Field(
         False,
         description="Log one INFO line per HTTP request (method, path, status, time, trace "
@@ -186,6 +193,18 @@ class CatalogSettings(BaseSettings):
         "ai.onnx,ai.onnx.ml",
         description="Comma-separated ONNX operator domains an uploaded model may use "
         "('' is ai.onnx's other name).",
+    )
+    model_cache_dir: str = Field(
+        ".inferq/cache",
+        description="Where a worker keeps the model files it fetched from an S3 store.",
+    )
+
+
+class HostSettings(CatalogSettings):
+    """The model host (`inferq host`): runs the workers of the catalog's deployed versions."""
+
+    host_poll_s: float = Field(
+        2.0, gt=0, description="How often the model host reads the catalog's deployments."
     )
 
 

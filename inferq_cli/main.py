@@ -14,6 +14,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": roles.run_up,
     "gateway": roles.run_gateway,
     "worker": roles.run_worker,
+    "host": roles.run_host,
     "models": client.run_models,
     "predict": client.run_predict,
 }
@@ -22,7 +23,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging()
-    if args.command in ("gateway", "worker"):
+    if args.command in ("gateway", "worker", "host"):
         setup_tracing(f"inferq-{args.command}")
     return int(COMMANDS[args.command](args) or 0)
 
@@ -48,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--metrics-port", type=int, help="Prometheus port (replica i: +i)")
     worker.add_argument(
         "--check", action="store_true", help="exit 0 if a worker of TARGET here is healthy"
+    )
+
+    commands.add_parser(
+        "host", help="run the workers of the catalog's deployed versions (`inferq up` runs it)"
     )
 
     for name, text in (("models", "list live models"), ("predict", "send one prediction")):

@@ -23,10 +23,12 @@ def run_up(_: argparse.Namespace) -> int:
         subprocess.run(["bash", str(ENSURE_SERVICES)], check=True)
     # The children write to our pipe, not a terminal: say which format the terminal wants.
     terminal = sys.stdout.isatty() and "INFERQ_LOG_FORMAT" not in os.environ
-    env = {"INFERQ_LOG_FORMAT": "text"} if terminal else None
+    env = {"INFERQ_LOG_FORMAT": "text"} if terminal else {}
+    # Uploads and deployment changes from this machine only, unless the user chose otherwise.
+    gateway_env = {"INFERQ_MODEL_CHANGES": os.environ.get("INFERQ_MODEL_CHANGES", "loopback")}
     return supervise(
         [
-            Child("gateway", [*INFERQ, "gateway"], env),
+            Child("gateway", [*INFERQ, "gateway"], {**env, **gateway_env}),
             Child("model_a", [*INFERQ, "worker", "model_a"], env),
             Child("model_b", [*INFERQ, "worker", "model_b"], env),
         ]
@@ -88,6 +90,12 @@ def run_worker(args: argparse.Namespace) -> int:
     model = model_class(settings)
     uvloop.run(Worker(model, settings).run())
     return 0
+
+
+def run_host(_: argparse.Namespace) -> int:
+    from inferq_cli.host import run_model_host
+
+    return run_model_host()
 
 
 def check_worker(settings: WorkerSettings, model: str) -> int:

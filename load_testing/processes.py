@@ -77,7 +77,16 @@ class Processes:
         path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
         # Workers' liveness files go with the logs: a worker killed on purpose leaves its file
         # there, not in the machine's /tmp.
-        self.env = {**os.environ, "PYTHONPATH": path, "INFERQ_HEALTH_DIR": str(log_dir)}
+        # The catalog and the model files too: a run never reads or writes the checkout's
+        # .inferq/ (where `make up` keeps the user's).
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": path,
+            "INFERQ_HEALTH_DIR": str(log_dir),
+            "INFERQ_CATALOG_URL": f"sqlite:///{log_dir / 'catalog.db'}",
+            "INFERQ_MODEL_STORE_URL": str(log_dir / "models"),
+            "INFERQ_MODEL_CACHE_DIR": str(log_dir / "model-cache"),
+        }
         self.env.update(env or {})
         if namespace:
             self.env["INFERQ_NAMESPACE"] = namespace
