@@ -21,15 +21,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from catalog.names import LATEST, check_alias, check_model_name, parse_ref
-from catalog.records import Alias, Model, Version, VersionMetadata, VersionState
-from catalog.schema import aliases, models, versions
-from inferq.errors import Conflict, ModelNotFound
+from catalog.records import Alias, Deployment, Model, Version, VersionMetadata, VersionState
+from catalog.schema import aliases, deployments, models, versions
+from inferq.errors import Conflict, InvalidRequest, ModelNotFound
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Serialises the migrations of gateways opening one PostgreSQL database at once.
 _MIGRATION_LOCK = 0x1F0CA7A1
+#: The most workers one version may ask the model host for.
+MAX_REPLICAS = 64
 
 
 class Catalog:
@@ -173,9 +175,19 @@ class Catalog:
 
     def delete_version(self, name: str, number: int) -> Version:
         """Mark the version deleted (its number stays taken). Refused while an alias points
-        to it: the aliases must be moved or removed first."""
+        to it or it is deployed: the aliases must be moved or removed, and the version
+        undeployed, first."""
         with self._transaction() as conn:
             version_id = _version_id(conn, name, number, lock=True)
+            replicas = _replicas(conn, version_id)
+            if replicas:
+                raise Conflict(
+                    f"version {name}@{number} is deployed ({replicas} replicas): "
+                    "undeploy it first: replicas 0",
+                    model=name,
+                    version=number,
+                    replicas=replicas,
+                )
             pointing = (
                 conn.execute(
                     select(aliases.c.name)
@@ -238,6 +250,46 @@ class Catalog:
                 .order_by(aliases.c.name)
             ).all()
         return [Alias(name, row.name, row.number) for row in rows]
+
+    # -- deployments -----------------------------------------------------------------------
+
+    def set_replicas(self, name: str, number: int, replicas: int) -> Deployment:
+        """Ask the model host for ``replicas`` workers of version ``number``; 0 undeploys it."""
+        if not 0 <= replicas <= MAX_REPLICAS:
+            raise InvalidRequest(
+                f"replicas must be between 0 and {MAX_REPLICAS}, not {replicas}",
+                replicas=replicas,
+            )
+        with self._transaction() as conn:
+            version_id = _version_id(conn, name, number, lock=True)
+            if replicas == 0:
+                conn.execute(deployments.delete().where(deployments.c.version_id == version_id))
+            else:
+                now = datetime.now(UTC)
+                conn.execute(
+                    _insert(conn, deployments)
+                    .values(version_id=version_id, replicas=replicas, updated=now)
+                    .on_conflict_do_update(
+                        index_elements=["version_id"],
+                        set_={"replicas": replicas, "updated": now},
+                    )
+                )
+        return Deployment(name, number, replicas)
+
+    def deployments(self) -> list[Deployment]:
+        """The deployed versions (replicas > 0, not deleted), by model name and number."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                select(models.c.name, versions.c.number, deployments.c.replicas)
+                .join(versions, versions.c.id == deployments.c.version_id)
+                .join(models, models.c.id == versions.c.model_id)
+                .where(
+                    deployments.c.replicas > 0,
+                    versions.c.state == VersionState.READY.value,
+                )
+                .order_by(models.c.name, versions.c.number)
+            ).all()
+        return [Deployment(row.name, row.number, row.replicas) for row in rows]
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -331,7 +383,15 @@ def _to_version(conn: Connection, name: str, row: Row[Any]) -> Version:
         state=VersionState(row.state),
         created=_utc(row.created),
         aliases=tuple(pointing),
+        replicas=_replicas(conn, row.id),
     )
+
+
+def _replicas(conn: Connection, version_id: int) -> int:
+    replicas = conn.execute(
+        select(deployments.c.replicas).where(deployments.c.version_id == version_id)
+    ).scalar_one_or_none()
+    return int(replicas or 0)
 
 
 def _utc(moment: datetime) -> datetime:

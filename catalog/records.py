@@ -60,6 +60,8 @@ class Version:
     created: datetime
     #: The aliases that point to this version, sorted.
     aliases: tuple[str, ...] = ()
+    #: How many workers the model host runs for it; 0: not deployed.
+    replicas: int = 0
 
     @property
     def ref(self) -> str:
@@ -71,3 +73,16 @@ class Alias:
     model: str
     name: str
     version: int
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A version the model host runs ``replicas`` workers for."""
+
+    model: str
+    version: int
+    replicas: int
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@{self.version}"

@@ -55,3 +55,13 @@ aliases = Table(
     Column("name", String(64), primary_key=True),
     Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
 )
+
+#: A deployed version: the model host (`inferq host`) keeps ``replicas`` workers running for
+#: it. No row means not deployed; undeploying removes the row.
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("replicas", Integer, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)

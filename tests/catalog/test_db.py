@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
-from catalog.db import Catalog
+from catalog.db import MAX_REPLICAS, MIGRATIONS, Catalog
 from catalog.names import parse_ref
-from catalog.records import VersionMetadata, VersionState
+from catalog.records import Deployment, VersionMetadata, VersionState
 from catalog.schema import metadata as tables
 from inferq.errors import Conflict, InvalidRequest, ModelNotFound
 
@@ -242,7 +244,7 @@ def test_opening_twice_migrates_once_and_matches_the_schema(open_catalog: Opener
         for table in tables.sorted_tables:
             columns = {c["name"] for c in found.get_columns(table.name)}
             assert columns == set(table.columns.keys()), table.name
-    assert heads == ["0001"]
+    assert heads == ["0002"]
 
 
 def test_two_writers_get_distinct_numbers(open_catalog: Opener) -> None:
@@ -293,3 +295,100 @@ def test_two_gateways_opening_a_new_database_at_once_both_work(open_catalog: Ope
     assert errors == []
     add(opened[0], "iris")
     assert [v.number for v in opened[1].list_versions("iris")] == [1]
+
+
+def test_replicas_are_set_changed_and_zero_undeploys(catalog: Catalog) -> None:
+    add(catalog, "iris", 2)
+    add(catalog, "digits")
+    assert catalog.deployments() == []
+    assert catalog.set_replicas("iris", 2, 3) == Deployment("iris", 2, 3)
+    catalog.set_replicas("digits", 1, 1)
+    catalog.set_replicas("iris", 1, 1)
+    assert catalog.deployments() == [
+        Deployment("digits", 1, 1),
+        Deployment("iris", 1, 1),
+        Deployment("iris", 2, 3),
+    ]
+    assert catalog.get_version("iris", 2).replicas == 3
+    catalog.set_replicas("iris", 2, 1)
+    assert catalog.get_version("iris", 2).replicas == 1
+    assert catalog.set_replicas("iris", 2, 0) == Deployment("iris", 2, 0)
+    assert catalog.get_version("iris", 2).replicas == 0
+    assert [d.ref for d in catalog.deployments()] == ["digits@1", "iris@1"]
+    catalog.set_replicas("iris", 2, 0)  # undeploying what is not deployed is no error
+    assert [v.replicas for v in catalog.list_versions("iris")] == [1, 0]
+
+
+@pytest.mark.parametrize("replicas", [-1, MAX_REPLICAS + 1])
+def test_replicas_out_of_bounds_are_refused(catalog: Catalog, replicas: int) -> None:
+    add(catalog, "iris")
+    with pytest.raises(InvalidRequest, match=f"between 0 and {MAX_REPLICAS}"):
+        catalog.set_replicas("iris", 1, replicas)
+    assert catalog.deployments() == []
+
+
+def test_only_an_existing_version_is_deployed(catalog: Catalog) -> None:
+    add(catalog, "iris")
+    with pytest.raises(ModelNotFound, match="no version 2"):
+        catalog.set_replicas("iris", 2, 1)
+    with pytest.raises(ModelNotFound, match="no model named 'nosuch'"):
+        catalog.set_replicas("nosuch", 1, 1)
+    catalog.delete_version("iris", 1)
+    with pytest.raises(ModelNotFound):
+        catalog.set_replicas("iris", 1, 1)
+    assert catalog.deployments() == []
+
+
+def test_deleting_a_deployed_version_is_refused_until_it_is_undeployed(catalog: Catalog) -> None:
+    add(catalog, "iris", 2)
+    catalog.set_replicas("iris", 1, 2)
+    with pytest.raises(Conflict, match="undeploy it first: replicas 0") as refused:
+        catalog.delete_version("iris", 1)
+    assert refused.value.details["replicas"] == 2
+    assert catalog.get_version("iris", 1).state is VersionState.READY
+    catalog.set_replicas("iris", 1, 0)
+    assert catalog.delete_version("iris", 1).state is VersionState.DELETED
+    assert catalog.deployments() == []
+
+
+def test_deployments_survive_reopening(open_catalog: Opener) -> None:
+    first = open_catalog()
+    add(first, "iris")
+    first.set_replicas("iris", 1, 2)
+    first.close()
+    assert open_catalog().deployments() == [Deployment("iris", 1, 2)]
+
+
+def test_a_catalog_made_by_the_first_migration_is_upgraded_on_open(tmp_path: Path) -> None:
+    """A database left at 0001 (before deployments existed), with a version in it: opening it
+    adds the deployments table and keeps what was there."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        assert not sa.inspect(conn).has_table("deployments")
+        model_id = conn.execute(
+            sa.text(
+                "INSERT INTO models (name, description, created, last_version) "
+                "VALUES ('iris', '', CURRENT_TIMESTAMP, 1) RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            sa.text(
+                "INSERT INTO versions (model_id, number, sha256, size, file_key, signature, "
+                "metadata, state, created) VALUES (:model_id, 1, :sha, 10, 'iris/1.onnx', "
+                "'{}', '{}', 'ready', CURRENT_TIMESTAMP)"
+            ),
+            {"model_id": model_id, "sha": "0" * 64},
+        )
+    engine.dispose()
+    with Catalog.open(url) as catalog:
+        assert catalog.get_version("iris", 1).replicas == 0
+        catalog.set_replicas("iris", 1, 1)
+        assert catalog.deployments() == [Deployment("iris", 1, 1)]
+        with catalog._engine.connect() as conn:
+            version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        assert version == "0002"
