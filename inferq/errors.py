@@ -110,6 +110,13 @@ class StoreUnavailable(_RetryLater):
     error_type = "StoreUnavailable"
 
 
+class CatalogUnavailable(_RetryLater):
+    """The catalog's database cannot be reached."""
+
+    status_code = 503
+    error_type = "CatalogUnavailable"
+
+
 class DeadlineExceeded(InferqError):
     """The task's deadline passed before a worker could run it."""
 

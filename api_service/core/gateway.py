@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -19,14 +20,18 @@ from api_service.core.broker import TaskPublisher
 from api_service.core.codec import decode_request, task_view
 from api_service.core.dead_letters import DeadLetterConsumer
 from api_service.core.live_models import LiveModel, LiveModels
+from api_service.core.model_changes import ModelChanges
 from api_service.core.recent import RecentLatency
 from api_service.core.records import recorded_at_confirm
+from api_service.core.references import References
 from api_service.core.submission import TaskSubmitter
 from api_service.core.waiter import TaskWaiter
+from catalog.db import Catalog
+from catalog.files import open_model_files
 from inferq.errors import InvalidRequest, TaskNotFound
 from inferq.names import Names
 from inferq.redis_client import connect_redis, warn_if_not_persistent
-from inferq.settings import GatewaySettings
+from inferq.settings import CatalogSettings, GatewaySettings
 from inferq.tasks.state import TaskState, TaskStatus, new_task_id, now_ms
 from inferq.tasks.store import TaskStore
 from model_registry.registry import Registry
@@ -98,11 +103,17 @@ class Gateway:
         waiter: TaskWaiter,
         submitter: TaskSubmitter,
         store: TaskStore,
+        catalog: Catalog,
+        references: References,
+        changes: ModelChanges,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.live_models = live_models
         self.publisher = publisher
+        self.catalog = catalog  # what exists; `live_models`: who serves it now
+        self.references = references
+        self.changes = changes
         self._waiter = waiter
         self._submitter = submitter
         self._store = store
@@ -116,7 +127,8 @@ class Gateway:
         deadline_s = request.deadline_s
         if deadline_s is not None:
             deadline_s = _seconds("timeout", deadline_s, 0, MAX_DEADLINE_S)
-        entry = await self.live_models.require_live(request.model)
+        served = await self.references.served_name(request.model)
+        entry = await self.live_models.require_live(served)
         message = decode_request(request.body, request.content_type, entry.request_class)
         task_id = new_task_id()
         keyed = request.idempotency_key is not None
@@ -180,9 +192,15 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
-    """Connects to Redis and the broker and builds the gateway; closes all on exit."""
+async def open_gateway(
+    settings: GatewaySettings, catalog_settings: CatalogSettings | None = None
+) -> AsyncIterator[Gateway]:
+    """Opens the catalog, connects to Redis and the broker and builds the gateway; closes all
+    on exit."""
+    catalog_settings = catalog_settings or CatalogSettings()
     names = Names(settings.namespace)
+    catalog = await asyncio.to_thread(Catalog.open, catalog_settings.catalog_url)
+    files = open_model_files(catalog_settings.model_store_url)
     redis = connect_redis(settings.redis_url)
     await warn_if_not_persistent(redis)
     store = TaskStore(redis, names, settings.result_ttl_s)
@@ -209,11 +227,25 @@ async def open_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
             is_finished=lambda task_id: waiter.finished(task_id) is not None,  # rule 1
         )
         submitter = TaskSubmitter(redis, names, store, publisher, batcher, settings.result_ttl_s)
-        yield Gateway(settings, redis, live_models, publisher, waiter, submitter, store)
+        references = References(catalog, live_models, settings.registry_cache_s)
+        changes = ModelChanges(catalog, files, catalog_settings, names, publisher, references)
+        yield Gateway(
+            settings,
+            redis,
+            live_models,
+            publisher,
+            waiter,
+            submitter,
+            store,
+            catalog,
+            references,
+            changes,
+        )
     finally:
         await waiter.close()
         await publisher.close()
         await redis.aclose()
+        catalog.close()
 
 
 def _seconds(name: str, value: float, low: float, high: float, zero_ok: bool = False) -> float:

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends
 from api_service.core.gateway import Gateway
 from api_service.core.live_models import LiveModel
 from api_service.responses import JSONResponse
+from api_service.routes.catalog import version_json
 from api_service.state import gateway
-from inferq.errors import ModelNotFound
 from model_registry.json_schema import message_json_schema
 
 router = APIRouter()
@@ -52,9 +52,18 @@ async def list_models(gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
     return JSONResponse({"models": [await describe(e, gw) for e in await gw.live_models.all()]})
 
 
-@router.get("/models/{model}", tags=["models"], summary="One model")
+@router.get(
+    "/models/{model}",
+    tags=["models"],
+    summary="One model",
+    description="`model` is a name, `name@3` or `name@alias`. A catalog version that no "
+    "worker serves yet answers with its catalog entry and `live: false`.",
+)
 async def get_model(model: str, gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
-    entry = await gw.live_models.get(model)
-    if entry is None:
-        raise ModelNotFound(f"no model named {model!r}", model=model)
-    return JSONResponse(await describe(entry, gw))
+    served = await gw.references.served_name(model)
+    entry = await gw.live_models.get(served)
+    version = None if served == model and entry is not None else await gw.references.version(served)
+    described = await describe(entry, gw) if entry is not None else {"name": served, "live": False}
+    if version is not None:
+        described["catalog"] = version_json(version)
+    return JSONResponse(described)

@@ -6,22 +6,26 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from api_service.core.gateway import Gateway, PredictRequest, open_gateway
 from inferq.errors import InvalidRequest, ModelNotFound, TaskNotFound, UnsupportedMediaType
-from inferq.settings import GatewaySettings, WorkerSettings
+from inferq.settings import CatalogSettings, GatewaySettings, WorkerSettings
 from workers.models.model_a import ModelA
 from workers.runtime import Worker
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     namespace = f"test-core-{os.urandom(4).hex()}"
     worker_settings = WorkerSettings(namespace=namespace)
     worker = Worker(ModelA(worker_settings), worker_settings)
-    async with open_gateway(GatewaySettings(namespace=namespace)) as core:
+    catalog = CatalogSettings(
+        catalog_url=f"sqlite:///{tmp_path / 'catalog.db'}", model_store_url=str(tmp_path / "m")
+    )
+    async with open_gateway(GatewaySettings(namespace=namespace), catalog) as core:
         await worker.start()
         try:
             yield core
