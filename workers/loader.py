@@ -1,8 +1,13 @@
-"""Finds the model class a worker serves, from a built-in name or an import string.
+"""Finds the model class a worker serves, from a built-in name, an import string, or
+``onnx:NAME[@REF]`` for a version stored in the catalog.
 
 An import string names a module the way uvicorn and Celery name apps: relative to the
 directory the command runs in (``--app-dir``, default the current directory), which is put
 first on the import path, so a model in the user's own folder loads without installing it.
+
+``onnx:digits``, ``onnx:digits@3`` and ``onnx:digits@production`` name a catalog version
+(`catalog.names`): the reference is resolved once, when the worker starts, and the worker
+serves that version (``digits@3``) until it stops, even if the alias moves meanwhile.
 """
 
 from __future__ import annotations
@@ -11,6 +16,10 @@ import importlib
 import sys
 from pathlib import Path
 
+from catalog.db import Catalog
+from catalog.files import open_model_files
+from inferq.errors import InferqError
+from inferq.settings import CatalogSettings
 from workers.base import BytesModel, Model
 
 BUILTIN_MODELS = {
@@ -19,15 +28,22 @@ BUILTIN_MODELS = {
     "sleep": "workers.models.sleep:SleepModel",
     "big_mlp": "workers.models.big_mlp:BigMLP",
 }
+ONNX_PREFIX = "onnx:"
 
 
 def load_model_class(target: str, app_dir: str | Path = ".") -> type[Model]:  # type: ignore[type-arg]
-    """``model_a`` or ``package.module:ClassName`` (importable from ``app_dir``) -> the class."""
+    """``model_a``, ``package.module:ClassName`` (importable from ``app_dir``) or
+    ``onnx:NAME[@REF]`` -> the class."""
+    if target.startswith(ONNX_PREFIX):
+        return load_onnx_model_class(target.removeprefix(ONNX_PREFIX), CatalogSettings())
     import_string = BUILTIN_MODELS.get(target, target)
     module_name, _, class_name = import_string.partition(":")
     if not class_name:
         known = ", ".join(sorted(BUILTIN_MODELS))
-        raise ValueError(f"{target!r} is neither a built-in model ({known}) nor 'module:Class'")
+        raise ValueError(
+            f"{target!r} is neither a built-in model ({known}), 'module:Class' nor "
+            "'onnx:NAME[@REF]' (a catalog version)"
+        )
     directory = str(Path(app_dir).resolve())
     if directory not in sys.path:
         sys.path.insert(0, directory)
@@ -51,3 +67,21 @@ def load_model_class(target: str, app_dir: str | Path = ".") -> type[Model]:  # 
     if missing:
         raise ValueError(f"{import_string!r} must define {', '.join(map(repr, missing))}")
     return cls
+
+
+def load_onnx_model_class(ref: str, settings: CatalogSettings) -> type[Model]:  # type: ignore[type-arg]
+    """The class serving the catalog version ``ref`` names, its file fetched to the cache.
+    Raises ValueError for an unknown model, version or alias, or a file the store lacks."""
+    from workers.onnx_model import onnx_model_class  # onnxruntime, only for ONNX workers
+
+    try:
+        catalog = Catalog.open(settings.catalog_url)
+        try:
+            version = catalog.resolve(ref)
+        finally:
+            catalog.close()
+        files = open_model_files(settings.model_store_url)
+        path = files.local_path(version.file_key, Path(settings.model_cache_dir))
+    except InferqError as error:
+        raise ValueError(f"cannot serve onnx:{ref}: {error.message}") from error
+    return onnx_model_class(version, path)
