@@ -55,11 +55,16 @@ def parser() -> argparse.ArgumentParser:
         "host", help="run the workers of the catalog's deployed versions (`inferq up` runs it)"
     )
 
-    for name, text in (("models", "list live models"), ("predict", "send one prediction")):
+    for name, text in (
+        ("models", "the catalog: list, show, push, alias, deploy, delete"),
+        ("predict", "send one prediction"),
+    ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument(
             "--url", default=os.environ.get("INFERQ_GATEWAY_URL", "http://127.0.0.1:8000")
         )
+        if name == "models":
+            client.add_model_verbs(sub)
         if name == "predict":
             sub.add_argument("model")
             sub.add_argument("json", help="the request message as JSON")
