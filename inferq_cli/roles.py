@@ -31,6 +31,7 @@ def run_up(_: argparse.Namespace) -> int:
             Child("gateway", [*INFERQ, "gateway"], {**env, **gateway_env}),
             Child("model_a", [*INFERQ, "worker", "model_a"], env),
             Child("model_b", [*INFERQ, "worker", "model_b"], env),
+            Child("host", [*INFERQ, "host"], env),  # the catalog's deployed versions
         ]
     )
 

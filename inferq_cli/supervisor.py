@@ -34,6 +34,26 @@ def _pump(name: str, stream: object, width: int) -> None:
         sys.stdout.flush()
 
 
+def start(child: Child, width: int, log_file: str | None) -> subprocess.Popen[str]:
+    """Starts ``child`` in a session of its own, its output lines copied to ours behind its
+    name (padded to ``width``); with ``log_file``, it writes its own file beside it."""
+    env = {**os.environ, **(child.env or {})}
+    if log_file:
+        env["INFERQ_LOG_FILE"] = log_file_for(log_file, child.name)
+    process = subprocess.Popen(
+        child.argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        # Own session: a terminal's Ctrl-C reaches only us, and we stop each child once.
+        start_new_session=True,
+        env=env,
+    )
+    threading.Thread(target=_pump, args=(child.name, process.stdout, width), daemon=True).start()
+    return process
+
+
 def supervise(children: list[Child]) -> int:
     """Runs the children until one exits or we are told to stop; returns an exit code."""
     stop = threading.Event()
@@ -45,23 +65,7 @@ def supervise(children: list[Child]) -> int:
     processes: dict[str, subprocess.Popen[str]] = {}
     try:
         for child in children:
-            env = {**os.environ, **(child.env or {})}
-            if log_file:
-                env["INFERQ_LOG_FILE"] = log_file_for(log_file, child.name)
-            process = subprocess.Popen(
-                child.argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-                # Own session: a terminal's Ctrl-C reaches only us, and we stop each child once.
-                start_new_session=True,
-                env=env,
-            )
-            processes[child.name] = process
-            threading.Thread(
-                target=_pump, args=(child.name, process.stdout, width), daemon=True
-            ).start()
+            processes[child.name] = start(child, width, log_file)
         exited = None
         while not stop.is_set() and exited is None:
             exited = next((n for n, p in processes.items() if p.poll() is not None), None)
