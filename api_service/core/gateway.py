@@ -228,7 +228,9 @@ async def open_gateway(
         )
         submitter = TaskSubmitter(redis, names, store, publisher, batcher, settings.result_ttl_s)
         references = References(catalog, live_models, settings.registry_cache_s)
-        changes = ModelChanges(catalog, files, catalog_settings, names, publisher, references)
+        changes = ModelChanges(
+            catalog, files, catalog_settings, names, publisher, live_models, references
+        )
         yield Gateway(
             settings,
             redis,

@@ -10,6 +10,7 @@ import hashlib
 import logging
 
 from api_service.core.broker import TaskPublisher
+from api_service.core.live_models import LiveModels
 from api_service.core.references import References, catalog_call
 from catalog.db import Catalog
 from catalog.files import ModelFiles, content_key
@@ -35,6 +36,7 @@ class ModelChanges:
         settings: CatalogSettings,
         names: Names,
         publisher: TaskPublisher,
+        live_models: LiveModels,
         references: References,
     ) -> None:
         self._catalog = catalog
@@ -42,6 +44,7 @@ class ModelChanges:
         self._settings = settings
         self._names = names
         self._publisher = publisher
+        self._live_models = live_models
         self._references = references
         self._validations = asyncio.Semaphore(CONCURRENT_VALIDATIONS)
 
@@ -84,10 +87,21 @@ class ModelChanges:
         return version
 
     async def delete_version(self, name: str, number: int) -> Version:
-        """Marks the version deleted; refused (`Conflict`) while tasks wait in its queue, an
-        alias names it or it is deployed, so no accepted task is stranded."""
+        """Marks the version deleted; refused (`Conflict`) while a worker serves it (it may
+        hold tasks: the broker's count of waiting tasks leaves those out), while tasks wait
+        in its queue, an alias names it or it is deployed, so no accepted task is stranded."""
         await catalog_call(self._catalog.get_version, name, number)  # 404 before 409
-        queue = self._names.model_queue(version_key(name, number))
+        served = version_key(name, number)
+        entry = await self._live_models.get(served)
+        if entry is not None and entry.workers:
+            raise Conflict(
+                f"version {served} has {len(entry.workers)} live worker(s), which may hold "
+                "tasks: undeploy it (replicas 0) or stop them, then delete it",
+                model=name,
+                version=number,
+                live_workers=len(entry.workers),
+            )
+        queue = self._names.model_queue(served)
         stats = await self._publisher.queue_stats(queue)
         if stats is None and not self._publisher.is_ready:
             raise BrokerUnavailable(
@@ -95,8 +109,8 @@ class ModelChanges:
             )
         if stats is not None and stats.messages:
             raise Conflict(
-                f"version {name}@{number} has {stats.messages} task(s) waiting in its queue: "
-                "wait for them to finish (its workers keep running until it is undeployed)",
+                f"version {served} has {stats.messages} task(s) waiting in its queue and no "
+                "worker: deploy it again (or start a worker) to finish them, then delete it",
                 model=name,
                 version=number,
                 queued=stats.messages,
