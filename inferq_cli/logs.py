@@ -115,6 +115,8 @@ def configure_logging(settings: LogSettings | None = None) -> None:
     # aio-pika logs every reconnect attempt at length; its warnings are enough.
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    # Alembic says "setup plugin ..." ten times each time a process opens the catalog.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def log_file_for(base: str, process: str) -> str:
