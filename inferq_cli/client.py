@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -131,9 +132,16 @@ def add_model_verbs(models: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    status, body = _http(
-        "POST", f"{args.url}/predict/{_quote(args.model)}?wait={args.wait}", args.json.encode()
-    )
+    """Sends one prediction and waits up to ``--wait`` for its result; a model whose worker
+    is still starting (503, just deployed) is asked again until then."""
+    give_up = time.monotonic() + args.wait
+    while True:
+        left = max(0.0, give_up - time.monotonic())
+        url = f"{args.url}/predict/{_quote(args.model)}?wait={min(left, 30):.1f}"
+        status, body = _http("POST", url, args.json.encode())
+        if status != 503 or time.monotonic() + 0.5 > give_up:
+            break
+        time.sleep(0.5)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 and body.get("status") == "succeeded" else 1
 
