@@ -15,12 +15,14 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from catalog.db import Catalog
-from catalog.files import open_model_files
 from inferq.errors import InferqError
 from inferq.settings import CatalogSettings
 from workers.base import BytesModel, Model
+
+if TYPE_CHECKING:
+    from workers.onnx_model import OnnxModel
 
 BUILTIN_MODELS = {
     "model_a": "workers.models.model_a:ModelA",
@@ -69,10 +71,13 @@ def load_model_class(target: str, app_dir: str | Path = ".") -> type[Model]:  # 
     return cls
 
 
-def load_onnx_model_class(ref: str, settings: CatalogSettings) -> type[Model]:  # type: ignore[type-arg]
+def load_onnx_model_class(ref: str, settings: CatalogSettings) -> type[OnnxModel]:
     """The class serving the catalog version ``ref`` names, its file fetched to the cache.
     Raises ValueError for an unknown model, version or alias, or a file the store lacks."""
-    from workers.onnx_model import onnx_model_class  # onnxruntime, only for ONNX workers
+    # Imported here: a class model's worker needs neither the database nor ONNX Runtime.
+    from catalog.db import Catalog
+    from catalog.files import open_model_files
+    from workers.onnx_model import onnx_model_class
 
     try:
         catalog = Catalog.open(settings.catalog_url)

@@ -113,13 +113,12 @@ def _describe(name: str, messages: OnnxMessages) -> str:
 
 def _input(tensor: TensorField, requests: Sequence[Message]) -> Array:
     """The tensor fed for ``requests``: their examples stacked, or one request's tensor."""
-    dtype = tensor.numpy_dtype()
     if tensor.stackable:
         count, shape = tensor.count, tensor.fixed_shape
         assert count is not None and shape is not None
         if tensor.scalar:
             values = [getattr(request, tensor.field) for request in requests]
-            return _array(values, dtype, len(requests)).reshape(len(requests))
+            return _array(tensor, values, len(requests)).reshape(len(requests))
         columns = [getattr(request, tensor.field) for request in requests]
         for column in columns:
             if len(column) != count:
@@ -127,14 +126,14 @@ def _input(tensor: TensorField, requests: Sequence[Message]) -> Array:
                     f"{tensor.field!r} must hold {count} values (one example of shape "
                     f"{list(shape)}), got {len(column)}"
                 )
-        flat = _array(itertools.chain.from_iterable(columns), dtype, count * len(requests))
+        flat = _array(tensor, itertools.chain.from_iterable(columns), count * len(requests))
         return flat.reshape(len(requests), *shape)
     [request] = requests
     if tensor.scalar:
-        return _array([getattr(request, tensor.field)], dtype, 1).reshape(())
+        return _array(tensor, [getattr(request, tensor.field)], 1).reshape(())
     values = getattr(request, tensor.field)
     shape = _given_shape(tensor, request, len(values))
-    array = _array(values, dtype, len(values)).reshape(shape)
+    array = _array(tensor, values, len(values)).reshape(shape)
     return array[np.newaxis] if tensor.batched else array
 
 
@@ -173,14 +172,19 @@ def _given_shape(tensor: TensorField, request: Message, count: int) -> tuple[int
     return given
 
 
-def _array(values: Any, dtype: np.dtype, count: int) -> Array:  # type: ignore[type-arg]
+def _array(tensor: TensorField, values: Any, count: int) -> Array:
+    """``count`` values of a field as a flat array of the tensor's dtype."""
+    dtype = tensor.numpy_dtype()
     if dtype.kind == "O":
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array
-    if dtype == np.float16:  # fromiter takes no float16 from Python floats
-        return np.fromiter(values, np.float32, count).astype(np.float16)
-    return np.fromiter(values, dtype, count)
+    try:
+        if dtype == np.float16:  # fromiter makes no float16 from Python floats
+            return np.fromiter(values, np.float32, count).astype(np.float16)
+        return np.fromiter(values, dtype, count)
+    except OverflowError as error:  # an int32 field's value past an int8 tensor's range
+        raise ValueError(f"{tensor.field!r}: {error} (the model takes {tensor.dtype})") from None
 
 
 # --- arrays -> messages -----------------------------------------------------------------

@@ -12,9 +12,11 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import httpx
 import numpy as np
 import onnxruntime as ort
@@ -24,10 +26,13 @@ from catalog.db import Catalog
 from catalog.files import open_model_files
 from catalog.onnx_check import check_model
 from catalog.records import Version, VersionMetadata
-from inferq.settings import CatalogSettings
+from inferq.settings import CatalogSettings, WorkerSettings
+from tests.catalog.s3_server import S3Server
+from tests.catalog.test_files import s3_env
 from tests.conftest import make_stack
 from tests.models import onnx_graphs
 from tests.stack import Stack, free_port
+from workers.loader import load_model_class, load_onnx_model_class
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,10 @@ def store(stack: Stack, name: str, data: bytes) -> Version:
         catalog_url=stack.env["INFERQ_CATALOG_URL"],
         model_store_url=stack.env["INFERQ_MODEL_STORE_URL"],
     )
+    return store_in(settings, name, data)
+
+
+def store_in(settings: CatalogSettings, name: str, data: bytes) -> Version:
     signature = check_model(data, settings)
     key = open_model_files(settings.model_store_url).put(data)
     with Catalog.open(settings.catalog_url) as catalog:
@@ -132,6 +141,7 @@ def test_a_stored_version_predicts_what_onnx_runtime_gives(served: Stack, name: 
         results = [predict(client, f"{name}@1", request) for request in case.requests]
         described = client.get(f"/models/{name}@1").json()
     assert described["description"] == f"{name}, made by the test"
+    assert described["version"] == "1" and described["queue"].endswith(f".model.{name}@1")
     assert set(described["request_schema"]["properties"]) == set(case.requests[0])
     for result, wanted in zip(results, expected(case), strict=True):
         fields = {onnx: onnx.replace(":", "_").replace(".", "_") for onnx in wanted}
@@ -231,3 +241,75 @@ def test_an_unknown_version_is_refused_at_start(served: Stack) -> None:
         raise
     log = served.log_of(worker)
     assert "cannot serve onnx:classifier@9" in log and "Traceback" not in log, log
+
+
+def test_the_api_documents_each_served_version(served: Stack) -> None:
+    document = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
+    schemas = document["components"]["schemas"]
+    request = schemas["inferq.onnx.pipeline.v1.Request"]
+    assert set(request["properties"]) == {"age", "rooms", "city"}
+    assert request["properties"]["city"] == {"type": "array", "items": {"type": "string"}}
+    assert set(schemas["inferq.onnx.linear.v1.Response"]["properties"]) == {"scores_1", "total"}
+
+
+# --- the worker's target, resolved once at start (no servers) ---------------------------
+
+
+def test_a_target_names_a_version_an_alias_or_the_newest(tmp_path: Path) -> None:
+    settings = CatalogSettings(
+        catalog_url=f"sqlite:///{tmp_path / 'catalog.db'}",
+        model_store_url=str(tmp_path / "models"),
+        model_cache_dir=str(tmp_path / "cache"),
+    )
+    store_in(settings, "m", onnx_graphs.regressor())
+    store_in(settings, "m", onnx_graphs.classifier())
+    with Catalog.open(settings.catalog_url) as catalog:
+        catalog.set_alias("m", "production", 1)
+    served = {ref: load_onnx_model_class(ref, settings) for ref in ("m@1", "m@production", "m")}
+    assert {ref: cls.name for ref, cls in served.items()} == {
+        "m@1": "m@1",
+        "m@production": "m@1",
+        "m": "m@2",
+    }
+    assert served["m"].max_batch_size == 32 and served["m"].version == "2"
+    assert served["m@1"].request_type.DESCRIPTOR.full_name == "inferq.onnx.m.v1.Request"
+    for ref, message in [
+        ("nope", "no model named 'nope'"),
+        ("m@7", "version 7"),
+        ("m@canary", "no alias 'canary'"),
+        ("bad name!", "invalid model name"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_onnx_model_class(ref, settings)
+
+
+def test_the_worker_command_takes_an_onnx_target(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("INFERQ_CATALOG_URL", f"sqlite:///{tmp_path / 'catalog.db'}")
+    monkeypatch.setenv("INFERQ_MODEL_STORE_URL", str(tmp_path / "models"))
+    monkeypatch.setenv("INFERQ_MODEL_CACHE_DIR", str(tmp_path / "cache"))
+    store_in(CatalogSettings(), "digits", onnx_graphs.linear_graph())
+    assert load_model_class("onnx:digits@1").name == "digits@1"
+    with pytest.raises(ValueError, match="cannot serve onnx:digits@2"):
+        load_model_class("onnx:digits@2")
+
+
+def test_a_version_in_an_s3_store_is_fetched_to_the_cache_and_served(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with S3Server(tmp_path / "moto.log") as s3:
+        s3_env(monkeypatch, tmp_path, s3.endpoint)
+        boto3.client("s3").create_bucket(Bucket="models")
+        settings = CatalogSettings(
+            catalog_url=f"sqlite:///{tmp_path / 'catalog.db'}",
+            model_store_url="s3://models/onnx",
+            model_cache_dir=str(tmp_path / "cache"),
+        )
+        store_in(settings, "linear", onnx_graphs.linear_graph())
+        model_class = load_onnx_model_class("linear", settings)
+    assert model_class.path.is_relative_to((tmp_path / "cache").resolve())
+    model = model_class(WorkerSettings())
+    asyncio.run(model.load())
+    [response] = asyncio.run(model.process_batch([model.request_type(input_0=[1, 2, 3])]))
+    assert (list(response.scores_1), response.total) == ([-6.5, 3.25], -3.25)  # type: ignore[attr-defined]

@@ -125,3 +125,20 @@ def _model(graph: onnx.GraphProto) -> bytes:
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
+
+
+def flattening_graph() -> bytes:
+    """A graph whose output's first dimension is dynamic but not the batch's: ``x`` [batch, 2]
+    int8 -> ``values`` [n] all of x's values, as int32."""
+    shape = numpy_helper.from_array(np.array([-1], np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+            helper.make_node("Cast", ["flat"], ["values"], to=TensorProto.INT32),
+        ],
+        "flattening",
+        [helper.make_tensor_value_info("x", TensorProto.INT8, ["batch", 2])],
+        [helper.make_tensor_value_info("values", TensorProto.INT32, ["n"])],
+        [shape],
+    )
+    return _model(graph)

@@ -272,3 +272,15 @@ def test_each_request_gets_its_own_rows_of_the_outputs(tmp_path: Path) -> None:
         {"scores_1": [-6.5, 3.25], "total": -3.25},
         {"scores_1": [-2.5, -0.25], "total": -2.75},
     ]
+
+
+def test_a_value_past_the_tensors_range_is_named(tmp_path: Path) -> None:
+    model = model_for(onnx_graphs.flattening_graph(), tmp_path)
+    with pytest.raises(ValueError, match=r"'x': Python integer 300 out of bounds for int8"):
+        run(model, {"x": [1, 300]})
+
+
+def test_an_output_whose_first_dimension_is_not_the_batch_is_an_error(tmp_path: Path) -> None:
+    model = model_for(onnx_graphs.flattening_graph(), tmp_path)
+    with pytest.raises(ValueError, match=r"output 'values' has 2 rows for 1 request\(s\)"):
+        run(model, {"x": [1, 2]})
