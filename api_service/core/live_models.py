@@ -48,6 +48,13 @@ class LiveModels:
 
     async def require_live(self, model: str) -> LiveModel:
         entry = await self.get(model)
+        if entry is None and "@" in model:  # a catalog version (`References` found it)
+            raise ModelUnavailable(
+                f"version {model} has no live worker: deploy it (`inferq models deploy {model}`) "
+                f"or start one (`inferq worker onnx:{model}`)",
+                retry_after_s=self._retry_after_s,
+                model=model,
+            )
         if entry is None:
             raise ModelNotFound(f"no model named {model!r}; GET /models lists them", model=model)
         if not entry.workers:

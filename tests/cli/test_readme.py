@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_stack
 from tests.stack import ROOT, Stack
 
 README = ROOT / "README.md"
@@ -52,3 +53,66 @@ def test_the_quickstart_commands_work_as_written(shared_stack: Stack, tmp_path: 
         if command.startswith("curl"):
             answer = json.loads(result.stdout)
             assert answer.get("status") in ("queued", "succeeded"), (command, answer)
+
+
+MODELS_AS_DATA = re.compile(r"## Models as data\n.*?```bash\n(.*?)```", re.S)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the section uses curl")
+def test_the_models_as_data_commands_work_as_written(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Upload, deploy, predict, upload again, move the alias: against a gateway and the model
+    host, as `make up` runs them (model changes allowed from loopback)."""
+    block = MODELS_AS_DATA.search(README.read_text())
+    assert block, "README has no Models as data block"
+    console = Path(sys.executable).parent / "inferq"
+    for stack in make_stack(tmp_path_factory, INFERQ_MODEL_CHANGES="loopback"):
+        stack.start_gateway()
+        stack.spawn("host", "host")
+        for command in commands_of(block.group(1)):
+            command = command.replace("http://localhost:8000", stack.url)
+            command = command.replace(".venv/bin/inferq", str(console))
+            result = subprocess.run(
+                ["bash", "-c", command],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                cwd=ROOT,
+                env={**stack.env, "INFERQ_GATEWAY_URL": stack.url},
+            )
+            assert result.returncode == 0, (command, result.stdout, result.stderr, stack.logs())
+            if " predict " in command:
+                task = json.loads(result.stdout)
+                assert task["status"] == "succeeded" and task["model"] == "digits@1", task
+                assert len(task["result"]["probabilities"]) == 10
+        assert "production->2" in result.stdout  # the last command lists the catalog
+        stack.wait_live("digits@1", workers=2, timeout=60)
+        stack.wait_live("digits@2", timeout=60)
+        url = f"{stack.url}/predict/digits@production?wait=10"
+        answer = json.loads(
+            subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    "-X",
+                    "POST",
+                    url,
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    '{"pixels": [' + ",".join(["0.5"] * 64) + "]}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
+        )
+        assert answer["model"] == "digits@2" and answer["status"] == "succeeded", answer
+
+
+def commands_of(block: str) -> list[str]:
+    text = block.replace("\\\n", " ")
+    lines = [re.split(r"(^|\s{2,})#", line)[0].strip() for line in text.splitlines()]
+    return [line for line in lines if line]
