@@ -16,6 +16,7 @@ from skl2onnx import to_onnx
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from tests.catalog.test_onnx_check import huge_constant
 from tests.conftest import make_stack
 from tests.stack import Stack
 
@@ -67,7 +68,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A gateway that takes changes from loopback clients (what `inferq up` sets), with a
     small upload limit."""
     for stack in make_stack(
-        tmp_path_factory, INFERQ_MODEL_CHANGES="loopback", INFERQ_MAX_MODEL_BYTES="100000"
+        tmp_path_factory,
+        INFERQ_MODEL_CHANGES="loopback",
+        INFERQ_MAX_MODEL_BYTES="100000",
+        INFERQ_VALIDATION_MEMORY_BYTES=str(512 * 1024 * 1024),
     ):
         stack.start_gateway()
         yield stack
@@ -145,25 +149,28 @@ def test_a_raw_body_upload_is_the_next_version(gateway: Stack) -> None:
         ("outside", None, 422, "external_data", "external"),
         ("custom", None, 422, "operator_domain", "com.example"),
         ("huge", b"\0" * 150_000, 413, "too_large", "INFERQ_MAX_MODEL_BYTES"),
+        ("greedy", None, 422, "memory", "INFERQ_VALIDATION_MEMORY_BYTES"),
     ],
 )
 def test_a_refused_upload_says_why_and_leaves_nothing_behind(
     gateway: Stack, name: str, data: bytes | None, status: int, reason: str, says: str
 ) -> None:
-    data = (
-        data
-        or {"zipmap": zipmap_classifier, "outside": external_data}.get(
-            name, lambda: doubler(domain="com.example")
-        )()
-    )
+    makers = {
+        "zipmap": zipmap_classifier,
+        "outside": external_data,
+        "custom": lambda: doubler(domain="com.example"),
+        "greedy": lambda: huge_constant(256 * 1024 * 1024).SerializeToString(),  # 1 GiB to load
+    }
+    data = data or makers[name]()
     before = store_files(gateway)
     answer = upload(gateway, name, data)
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
-    assert error["reason"] == reason
+    assert error["reason"] == reason or (reason == "memory" and error["reason"] == "crashed")
     assert says.lower() in error["message"].lower()
     assert requests.get(f"{gateway.url}/models/{name}/versions", timeout=10).status_code == 404
     assert store_files(gateway) == before
+    assert requests.get(f"{gateway.url}/readyz", timeout=10).status_code == 200  # unharmed
 
 
 MODEL = {"file": ("model.onnx", doubler())}
