@@ -12,6 +12,8 @@ measurements, each on real processes in a namespace of its own, with every answe
   processes, the RabbitMQ and Redis legs, waking from idle); floors.json.
 - ``compare OLD [NEW]``: two checkouts of inferq and the baseline measured in turns, for
   changes smaller than the machine's drift; compare.json.
+- ``onnx``: issue 15's: the generic ONNX worker serving digits.onnx against model_b, in turns
+  behind one gateway, and the time from upload to first prediction; onnx.json.
 
 Each prints a table and PASS/FAIL against issue 4's targets. Exit status: 1 when an answer was
 wrong or a request failed; with ``--strict``, 2 when a target was missed.
@@ -25,12 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from load_testing.bench import backlog, batching, compare, floors, report, scaleout
+from load_testing.bench import backlog, batching, compare, floors, onnx, report, scaleout
 from load_testing.bench.loadgen import MODES
 from load_testing.bench.runner import BenchConfig, run_bench
 from load_testing.bench.stack import ROOT
 
-COMMANDS = ("baseline", "batching", "scaleout", "backlog", "all", "floors", "compare")
+COMMANDS = ("baseline", "batching", "scaleout", "backlog", "all", "floors", "compare", "onnx")
 
 
 def _ints(text: str) -> list[int]:
@@ -173,6 +175,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("wait", "poll", "interval"), default="wait")
     p.add_argument("--rounds", type=int, default=5, help="(default 5)")
     p.add_argument("--window", type=float, default=4.0, help="measured seconds per turn (4)")
+
+    served = onnx.OnnxConfig()
+    p = command("onnx", "the generic ONNX worker against model_b; upload to prediction", False)
+    p.add_argument("--clients", type=int, default=served.clients, help="(default 32)")
+    p.add_argument("--mode", choices=("wait", "poll", "interval"), default=served.mode)
+    p.add_argument("--rounds", type=int, default=served.rounds, help="turns of each (default 6)")
+    p.add_argument(
+        "--window", type=float, default=served.window_s, help="measured seconds per turn (5)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=served.warmup_s, help="unmeasured seconds per turn (1)"
+    )
+    p.add_argument(
+        "--uploads",
+        type=int,
+        default=served.uploads,
+        help="upload-to-first-prediction repetitions (default 5; 0: none)",
+    )
+    p.add_argument(
+        "--host-poll",
+        type=float,
+        help="INFERQ_HOST_POLL_S of the model host (default: the setting's, 2 s)",
+    )
     return parser
 
 
@@ -189,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "all": [_baseline, _batching, _scaleout, _backlog],
         "floors": [_floors],
         "compare": [_compare],
+        "onnx": [_onnx],
     }
     clean, passed = True, True
     for run in runs[args.command]:
@@ -277,6 +303,25 @@ def _compare(args: argparse.Namespace) -> tuple[bool, bool]:
     print(compare.format_summary(result))
     print(f"\nwrote {config.out / 'compare.json'}")
     return result["summary"]["errors"] == 0, True
+
+
+def _onnx(args: argparse.Namespace) -> tuple[bool, bool]:
+    config = onnx.OnnxConfig(
+        clients=args.clients,
+        mode=args.mode,
+        rounds=args.rounds,
+        window_s=args.window,
+        warmup_s=args.warmup,
+        uploads=args.uploads,
+        host_poll_s=args.host_poll,
+        out=args.out,
+    )
+    result = onnx.run_onnx(config, say=say)
+    print()
+    print(onnx.format_report(result))
+    print(onnx.format_targets(result["targets"]))
+    print(f"\nwrote {config.out / 'onnx.json'}")
+    return result["summary"]["errors"] == 0, all(c["passed"] for c in result["targets"])
 
 
 def _show(result: dict[str, Any], table: str, legend: str) -> None:
