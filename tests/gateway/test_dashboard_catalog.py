@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import make_stack
 from tests.gateway.test_dashboard import CHROMIUM_FLAGS
@@ -53,22 +53,32 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def page(gateway: Stack) -> Iterator[Page]:
-    """The dashboard, open in headless Chromium."""
+def browser() -> Iterator[Browser]:
+    """Headless Chromium, driven by Playwright."""
     binary = shutil.which("chromium")
     if binary is None:
         pytest.fail("chromium is not installed: run scripts/ensure_browser.sh (make test does)")
     # Playwright adds the headless flag itself.
     flags = [flag for flag in CHROMIUM_FLAGS if flag != "--headless"]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=binary, args=flags)
+        launched = playwright.chromium.launch(executable_path=binary, args=flags)
         try:
-            opened = browser.new_page(viewport={"width": 1400, "height": 1000})
-            opened.set_default_timeout(SHOWN_MS)
-            opened.goto(f"{gateway.url}/dashboard")
-            yield opened
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+def dashboard(browser: Browser, stack: Stack) -> Page:
+    opened = browser.new_page(viewport={"width": 1400, "height": 1000})
+    opened.set_default_timeout(SHOWN_MS)
+    opened.goto(f"{stack.url}/dashboard")
+    return opened
+
+
+@pytest.fixture
+def page(gateway: Stack, browser: Browser) -> Page:
+    """The dashboard of the gateway that takes model changes."""
+    return dashboard(browser, gateway)
 
 
 def catalog_entry(gateway: Stack, name: str) -> dict[str, Any]:
@@ -145,9 +155,19 @@ def test_the_page_uploads_moves_an_alias_and_shows_the_catalog(
     expect(row(page, "doubler@2", "aliases")).to_have_text("production")
     expect(row(page, "doubler@1", "aliases")).to_have_text("")
 
+    # Deploy version 1 with two replicas, from the page.
+    page.select_option("#deploy-model", "doubler")
+    page.select_option("#deploy-version", "1")
+    page.fill("#deploy-replicas", "2")
+    page.click("#deploy-form button")
+    expect(page.locator("#deploy-result")).to_have_text("doubler@1: 2 replica(s) wanted")
+    expect(row(page, "doubler@1", "replicas")).to_have_text("2")
+    expect(row(page, "doubler@2", "replicas")).to_have_text("0")
+
     entry = catalog_entry(gateway, "doubler")
     assert entry["kind"] == "onnx"
     assert entry["aliases"] == {"production": 2}
+    assert [v["replicas"] for v in entry["versions"]] == [2, 0]
     assert [(v["version"], v["sha256"]) for v in entry["versions"]] == [
         (1, sha_first),
         (2, sha_second),
@@ -226,3 +246,18 @@ def test_try_it_predicts_with_an_uploaded_model(gateway: Stack, page: Page, tmp_
     predict(page, '{"x": [1.5, -2, 0.25]}')
     expect(page.locator("#try-status")).to_contain_text("succeeded in")
     assert json.loads(page.locator("#try-result").text_content() or "") == {"y": [3, -4, 0.5]}
+
+
+def test_changes_refused_by_the_gateway_say_how_to_allow_them(
+    shared_stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
+    # The shared gateway runs with the default INFERQ_MODEL_CHANGES: off.
+    page = dashboard(browser, shared_stack)
+    model = tmp_path / "doubler.onnx"
+    model.write_bytes(doubler(2))
+    upload_from_page(page, model, "refused")
+    result = page.locator("#upload-result")
+    expect(result).to_contain_text("Forbidden (HTTP 403)")
+    expect(result).to_contain_text("INFERQ_MODEL_CHANGES=off")
+    models = httpx.get(f"{shared_stack.url}/catalog", timeout=10).json()["models"]
+    assert "refused" not in {m["name"] for m in models}
