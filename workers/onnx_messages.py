@@ -25,9 +25,9 @@ same names. The messages live in a descriptor pool of their own, in the package
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -38,7 +38,7 @@ from catalog.signature import Signature, TensorSpec
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 
-#: Signature dtype -> (protobuf field type, the numpy dtype a tensor of it is fed as).
+#: The field type of each signature dtype (a numpy dtype name, or "str").
 FIELD_TYPES: dict[str, int] = {
     "float32": FieldProto.TYPE_FLOAT,
     "float16": FieldProto.TYPE_FLOAT,
@@ -57,7 +57,7 @@ FIELD_TYPES: dict[str, int] = {
 SHAPE_SUFFIX = "_shape"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TensorField:
     """How one tensor is carried in its message."""
 
@@ -109,7 +109,7 @@ class TensorField:
         return np.dtype(object) if self.dtype == "str" else np.dtype(self.dtype)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class OnnxMessages:
     """The message classes of one model version, and how each tensor maps to its fields."""
 
@@ -133,33 +133,32 @@ def identifier(name: str) -> str:
 def tensor_fields(specs: tuple[TensorSpec, ...]) -> tuple[TensorField, ...]:
     """The fields of one message: one per tensor, plus ``<field>_shape`` where the shape varies;
     names unique (a clash gets ``_2``, ``_3`` ...). Raises ValueError for a dtype no field holds."""
-    taken: set[str] = set()
-
-    def claim(wanted: str) -> str:
-        name, n = wanted, 1
-        while name.lower() in taken:  # JSON and some clients match names without case
-            n += 1
-            name = f"{wanted}_{n}"
-        taken.add(name.lower())
-        return name
-
-    layouts = []
     for spec in specs:
         if spec.dtype not in FIELD_TYPES:
             raise ValueError(
                 f"tensor {spec.name!r} has element type {spec.dtype}, which the generic ONNX "
                 f"worker cannot carry (it takes {', '.join(FIELD_TYPES)})"
             )
-        batched = bool(spec.shape) and not isinstance(spec.shape[0], int)  # type: ignore[index]
-        example = None if spec.shape is None else spec.shape[1:] if batched else spec.shape
-        varies = example is None or not all(isinstance(dim, int) for dim in example)
-        layouts.append((spec, batched, varies))
+    taken: set[str] = set()
+
+    def claim(wanted: str) -> str:
+        name, n = wanted, 1
+        while name in taken:
+            n += 1
+            name = f"{wanted}_{n}"
+        taken.add(name)
+        return name
+
     # Tensor fields first, so a tensor keeps its own name even where a `_shape` would take it.
-    names = [claim(identifier(spec.name)) for spec, _, _ in layouts]
+    names = [claim(identifier(spec.name)) for spec in specs]
     fields = []
-    for (spec, batched, varies), name in zip(layouts, names, strict=True):
-        shape_field = claim(f"{name}{SHAPE_SUFFIX}") if varies else None
-        fields.append(TensorField(spec.name, name, spec.dtype, spec.shape, batched, shape_field))
+    for spec, name in zip(specs, names, strict=True):
+        first = spec.shape[0] if spec.shape else 0  # no first dimension: not batched
+        batched = not isinstance(first, int)
+        tensor = TensorField(spec.name, name, spec.dtype, spec.shape, batched, shape_field=None)
+        if tensor.fixed_shape is None:
+            tensor = dataclasses.replace(tensor, shape_field=claim(f"{name}{SHAPE_SUFFIX}"))
+        fields.append(tensor)
     return tuple(fields)
 
 

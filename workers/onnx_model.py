@@ -26,9 +26,9 @@ from workers.models.model_b import onnx_session
 from workers.onnx_messages import OnnxMessages, TensorField, build_messages
 
 #: A batch that ran faster than this (on average, lately) runs on the event loop: a hop to
-#: the thread and back costs ~50 µs, more than such a model's whole run (digits.onnx: ~0.1 ms
-#: for 32), while a blocked loop for a millisecond delays no heartbeat. A slower model runs
-#: in the thread, so heartbeats and acks keep flowing while it computes.
+#: the thread and back costs ~40 µs, a good part of such a model's whole run (digits.onnx:
+#: ~0.1 ms for 32), and a loop blocked for under a millisecond delays no heartbeat. A slower
+#: model runs in the thread, so heartbeats and acks keep flowing while it computes.
 INLINE_BELOW_S = 0.001
 #: Weight of the newest batch in the average run time.
 RECENT_WEIGHT = 0.2

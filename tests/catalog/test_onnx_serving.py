@@ -31,7 +31,7 @@ from tests.catalog.s3_server import S3Server
 from tests.catalog.test_files import s3_env
 from tests.conftest import make_stack
 from tests.models import onnx_graphs
-from tests.stack import Stack, free_port
+from tests.stack import ROOT, Stack, free_port
 from workers.loader import load_model_class, load_onnx_model_class
 
 
@@ -44,9 +44,16 @@ class Case:
     feeds: dict[str, np.ndarray]  # type: ignore[type-arg]
 
 
+DIGITS = ROOT / "workers" / "models" / "weights" / "digits.onnx"
+PIXELS = np.random.default_rng(3).random((2, 64), dtype=np.float32)
 IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 HOUSES = [(31.0, 2, "Paris"), (64.5, 5, "Lyon"), (22.0, 1, "Rome")]
 CASES = {
+    "digits": Case(  # model_b's weights, served with no code
+        DIGITS.read_bytes,
+        [{"pixels": row.tolist()} for row in PIXELS],
+        {"pixels": PIXELS},
+    ),
     "regressor": Case(
         onnx_graphs.regressor,
         [{"x": [0.5, -1.0, 2.0, 0.0]}, {"x": [1.0, 1.0, 1.0, 1.0]}],
