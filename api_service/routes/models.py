@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from starlette.responses import Response
 
 from api_service.core.gateway import Gateway
 from api_service.core.live_models import LiveModel
 from api_service.responses import JSONResponse
 from api_service.routes.catalog import version_json
 from api_service.state import gateway
+from inferq.errors import ModelNotFound
 from model_registry.json_schema import message_json_schema
 
 router = APIRouter()
@@ -30,6 +32,8 @@ async def describe(entry: LiveModel, gw: Gateway) -> dict[str, Any]:
         "consumers": stats.consumers if stats else None,
         "throughput_per_s": round(sum(w.rate_per_s for w in entry.workers), 3),
         "queue_max_length": record.queue_max_length,
+        "request_type": record.request_type,
+        "response_type": record.response_type,
         "request_schema": message_json_schema(entry.request_class.DESCRIPTOR),
         "response_schema": message_json_schema(entry.response_class.DESCRIPTOR),
         "workers": [
@@ -67,3 +71,20 @@ async def get_model(model: str, gw: Annotated[Gateway, Depends(gateway)]) -> JSO
     if version is not None:
         described["catalog"] = version_json(version)
     return JSONResponse(described)
+
+
+@router.get(
+    "/models/{model}/descriptor_set",
+    tags=["models"],
+    summary="The model's protobuf messages, for protobuf clients",
+    description="A serialized `google.protobuf.FileDescriptorSet` defining the request and "
+    "response messages (`request_type`, `response_type` in `GET /models/{model}`): a client "
+    "builds the classes from it and posts `application/x-protobuf` bodies, for any model, "
+    "generic ONNX versions included.",
+    response_class=Response,
+)
+async def get_descriptor_set(model: str, gw: Annotated[Gateway, Depends(gateway)]) -> Response:
+    entry = await gw.live_models.get(await gw.references.served_name(model))
+    if entry is None:
+        raise ModelNotFound(f"no worker has registered {model!r} yet", model=model)
+    return Response(entry.record.descriptor_set, media_type="application/x-protobuf")

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message_factory import GetMessageClass
 from onnx import TensorProto, helper, numpy_helper
 
 from inferq.names import Names
@@ -71,6 +73,27 @@ def test_two_signatures_are_served_side_by_side_on_their_own_queues(served: Stac
     assert wrong.status_code == 422
     queues = {httpx.get(f"{served.url}/models/scaler@{n}").json()["queue"] for n in (1, 2, 3)}
     assert len(queues) == 3
+
+
+def test_a_protobuf_client_builds_a_generic_versions_messages_from_its_descriptors(
+    served: Stack,
+) -> None:
+    described = httpx.get(f"{served.url}/models/scaler@3", timeout=10).json()
+    raw = httpx.get(f"{served.url}/models/scaler@3/descriptor_set", timeout=10)
+    assert raw.headers["content-type"] == "application/x-protobuf"
+    pool = descriptor_pool.DescriptorPool()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(raw.content).file:
+        pool.Add(file)
+    request_class = GetMessageClass(pool.FindMessageTypeByName(described["request_type"]))
+    body = request_class(x=[0.5, 1.5, 2.0, 4.0]).SerializeToString()
+    answer = httpx.post(
+        f"{served.url}/predict/scaler@3",
+        params={"wait": 10},
+        content=body,
+        headers={"Content-Type": "application/x-protobuf"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"] == {"s": 8.0}
 
 
 def test_moving_an_alias_under_load_loses_no_task_and_moving_it_back_rolls_back(
