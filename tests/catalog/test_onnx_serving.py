@@ -86,13 +86,16 @@ CASES = {
 }
 
 
-def store(stack: Stack, name: str, data: bytes) -> Version:
-    """Stores ``data`` as the next version of ``name`` where the stack's processes look."""
-    settings = CatalogSettings(
-        catalog_url=stack.env["INFERQ_CATALOG_URL"],
-        model_store_url=stack.env["INFERQ_MODEL_STORE_URL"],
+def upload(stack: Stack, name: str, data: bytes) -> int:
+    """Uploads ``data`` as the next version of ``name`` through the stack's gateway."""
+    answer = httpx.post(
+        f"{stack.url}/models/{name}/versions",
+        files={"file": (f"{name}.onnx", data)},
+        data={"description": f"{name}, made by the test"},
+        timeout=60,
     )
-    return store_in(settings, name, data)
+    assert answer.status_code == 201, answer.text
+    return int(answer.json()["version"])
 
 
 def store_in(settings: CatalogSettings, name: str, data: bytes) -> Version:
@@ -112,10 +115,10 @@ def store_in(settings: CatalogSettings, name: str, data: bytes) -> Version:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A gateway and one generic worker per case, each serving version 1 of its model."""
-    for stack in make_stack(tmp_path_factory):
-        for name, case in CASES.items():
-            assert store(stack, name, case.make()).number == 1
+    for stack in make_stack(tmp_path_factory, INFERQ_MODEL_CHANGES="loopback"):
         stack.start_gateway()
+        for name, case in CASES.items():  # uploaded as a user does: through the gateway
+            assert upload(stack, name, case.make()) == 1
         workers = [stack.start_worker(f"onnx:{name}@1") for name in CASES]
         for name in CASES:
             stack.wait_live(f"{name}@1", timeout=60, watch=workers)
@@ -198,9 +201,9 @@ def test_requests_in_flight_run_as_batches_with_the_right_answers(
     metric says so), and each gets its own row of the outputs."""
     rng = np.random.default_rng(7)
     rows = rng.uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(64, 4)).astype(np.float32)
-    for stack in make_stack(tmp_path_factory):
-        store(stack, "iris", onnx_graphs.classifier())
+    for stack in make_stack(tmp_path_factory, INFERQ_MODEL_CHANGES="loopback"):
         stack.start_gateway()
+        assert upload(stack, "iris", onnx_graphs.classifier()) == 1
         port = free_port()
         worker = stack.start_worker("onnx:iris@1", INFERQ_METRICS_PORT=str(port))
         stack.wait_live("iris@1", timeout=60, watch=[worker])
