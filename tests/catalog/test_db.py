@@ -3,7 +3,7 @@ PostgreSQL at 127.0.0.1:5432, there in a schema of its own that is dropped after
 
 from __future__ import annotations
 
-import os
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,10 +18,8 @@ from catalog.names import parse_ref
 from catalog.records import Deployment, VersionMetadata, VersionState
 from catalog.schema import metadata as tables
 from inferq.errors import Conflict, InvalidRequest, ModelNotFound
+from tests.catalog.databases import postgres_schema
 
-POSTGRES = os.environ.get(
-    "INFERQ_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-)
 SIGNATURE = {"inputs": [{"name": "x", "type": "float32", "shape": [None, 4]}], "outputs": []}
 
 Opener = Callable[[], Catalog]
@@ -31,33 +29,19 @@ Opener = Callable[[], Catalog]
 def open_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens a new `Catalog` on the same database each time it is called; all are closed,
     and the PostgreSQL schema dropped, after the test."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'catalog.db'}"
-        cleanup: Callable[[], None] = lambda: None  # noqa: E731
-    else:
-        schema = f"test_catalog_{os.urandom(6).hex()}"
-        admin = sa.create_engine(POSTGRES)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'catalog.db'}"
+        else:
+            url = stack.enter_context(postgres_schema())
+        opened: list[Catalog] = []
 
-        def cleanup() -> None:
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+        def opener() -> Catalog:
+            opened.append(Catalog.open(url))
+            stack.callback(opened[-1].close)  # closed before the schema is dropped
+            return opened[-1]
 
-    opened: list[Catalog] = []
-
-    def opener() -> Catalog:
-        opened.append(Catalog.open(url))
-        return opened[-1]
-
-    try:
         yield opener
-    finally:
-        for catalog in opened:
-            catalog.close()
-        cleanup()
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 
 from tests.catalog.databases import postgres_schema
 from tests.catalog.s3_server import S3Server
-from tests.catalog.test_upload_api import doubler
 from tests.conftest import new_namespace
+from tests.models.onnx_graphs import doubler
 from tests.stack import Stack
 
 

@@ -18,22 +18,8 @@ from sklearn.linear_model import LogisticRegression
 
 from tests.catalog.test_onnx_check import huge_constant
 from tests.conftest import make_stack
+from tests.models.onnx_graphs import doubler
 from tests.stack import Stack
-
-
-def doubler(factor: float = 2.0, domain: str = "") -> bytes:
-    """y = x * factor, x of shape [batch, 3]; ``domain`` for the Mul node."""
-    constant = numpy_helper.from_array(np.array(factor, np.float32), "factor")
-    node = helper.make_node("Mul", ["x", "factor"], ["y"], domain=domain)
-    graph = helper.make_graph(
-        [node],
-        "doubler",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        [constant],
-    )
-    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
 
 
 def zipmap_classifier() -> bytes:

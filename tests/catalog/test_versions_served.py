@@ -21,8 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from inferq.names import Names
 from inferq.redis_client import connect_redis
-from tests.catalog.test_upload_api import doubler, upload
+from tests.catalog.test_upload_api import upload
 from tests.conftest import make_stack
+from tests.models.onnx_graphs import doubler
 from tests.stack import Stack
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -17,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psutil
 import pytest
 import sqlalchemy as sa
-from onnx import TensorProto, helper, numpy_helper
 
 from catalog.db import Catalog
 from catalog.files import open_model_files
@@ -29,30 +26,16 @@ from catalog.onnx_check import check_model
 from catalog.records import VersionMetadata
 from inferq.settings import CatalogSettings
 from inferq_cli.host import ModelHost
+from tests.catalog.databases import POSTGRES, postgres_schema
 from tests.conftest import new_namespace
 from tests.faults.probes import pid_of
 from tests.faults.proxy import TcpProxy
+from tests.models.onnx_graphs import doubler
 from tests.stack import Stack, wait_until
 
-POSTGRES = os.environ.get(
-    "INFERQ_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
-)
 MODEL = "double"
 SERVED = f"{MODEL}@1"
 
-
-def doubler() -> bytes:
-    """y = x * 2 for x of shape [batch, 3]."""
-    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "two"], ["y"])],
-        "doubler",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        [two],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return model.SerializeToString()
 
 
 def store(catalog_url: str, store_url: str, data: bytes) -> int:
@@ -106,16 +89,8 @@ def _alive(process: psutil.Process) -> bool:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A catalog URL on the real PostgreSQL, in a schema of its own, dropped after."""
-    schema = f"test_host_{os.urandom(6).hex()}"
-    admin = sa.create_engine(POSTGRES)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("test_host") as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.catalog.test_upload_api import doubler
 from tests.conftest import make_stack
+from tests.models.onnx_graphs import doubler
 from tests.stack import Stack
 
 CONSOLE = str(Path(sys.executable).parent / "inferq")

@@ -14,32 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import make_stack
 from tests.gateway.test_dashboard import CHROMIUM_FLAGS
+from tests.models.onnx_graphs import doubler
 from tests.stack import Stack
 
 #: How long the page may take to show what a user waits for (an upload is validated in a
 #: child process first; a prediction waits for its worker).
 SHOWN_MS = 20_000
 
-
-def doubler(width: int) -> bytes:
-    """y = x * 2, x and y of shape [batch, width]: a dynamic batch dimension."""
-    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "two"], ["y"])],
-        "doubler",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
-        [two],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return bytes(model.SerializeToString())
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +103,8 @@ def test_the_page_uploads_moves_an_alias_and_shows_the_catalog(
         "code"
     )
     first, second = tmp_path / "doubler.onnx", tmp_path / "doubler-wide.onnx"
-    first.write_bytes(doubler(2))
-    second.write_bytes(doubler(4))
+    first.write_bytes(doubler(width=2))
+    second.write_bytes(doubler(width=4))
     sha_first = hashlib.sha256(first.read_bytes()).hexdigest()
     sha_second = hashlib.sha256(second.read_bytes()).hexdigest()
 
@@ -227,7 +213,7 @@ def test_try_it_shows_what_is_wrong(gateway: Stack, page: Page) -> None:
 
 def test_try_it_predicts_with_an_uploaded_model(gateway: Stack, page: Page, tmp_path: Path) -> None:
     model = tmp_path / "tripled.onnx"
-    model.write_bytes(doubler(3))
+    model.write_bytes(doubler(width=3))
     upload_from_page(page, model, "widths", alias="live")
     expect(page.locator("#upload-result")).to_contain_text("uploaded widths@1")
     worker = gateway.start_worker("onnx:widths@live")
@@ -254,7 +240,7 @@ def test_changes_refused_by_the_gateway_say_how_to_allow_them(
     # The shared gateway runs with the default INFERQ_MODEL_CHANGES: off.
     page = dashboard(browser, shared_stack)
     model = tmp_path / "doubler.onnx"
-    model.write_bytes(doubler(2))
+    model.write_bytes(doubler(width=2))
     upload_from_page(page, model, "refused")
     result = page.locator("#upload-result")
     expect(result).to_contain_text("Forbidden (HTTP 403)")

@@ -19,6 +19,21 @@ CITIES = ["Lyon", "Paris", "Nice"]
 OPSET = 17
 
 
+def doubler(factor: float = 2.0, width: int = 3, domain: str = "") -> bytes:
+    """y = x * factor, x and y float of shape [batch, width] (a dynamic batch dimension); the
+    Mul node in operator ``domain`` (a domain the gateway may refuse)."""
+    constant = numpy_helper.from_array(np.array(factor, np.float32), "factor")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "factor"], ["y"], domain=domain)],
+        "doubler",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [constant],
+    )
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+
+
 def regressor() -> bytes:
     """LinearRegression on 4 features: ``x`` [N, 4] float -> ``variable`` [N, 1] float."""
     rng = np.random.default_rng(0)
