@@ -75,6 +75,8 @@ def load_onnx_model_class(ref: str, settings: CatalogSettings) -> type[OnnxModel
     """The class serving the catalog version ``ref`` names, its file fetched to the cache.
     Raises ValueError for an unknown model, version or alias, or a file the store lacks."""
     # Imported here: a class model's worker needs neither the database nor ONNX Runtime.
+    from sqlalchemy.exc import SQLAlchemyError
+
     from catalog.db import Catalog
     from catalog.files import open_model_files
     from workers.onnx_model import onnx_model_class
@@ -89,4 +91,9 @@ def load_onnx_model_class(ref: str, settings: CatalogSettings) -> type[OnnxModel
         path = files.local_path(version.file_key, Path(settings.model_cache_dir))
     except InferqError as error:
         raise ValueError(f"cannot serve onnx:{ref}: {error.message}") from error
+    except SQLAlchemyError as error:  # the database is down, or the URL is wrong
+        raise ValueError(
+            f"cannot serve onnx:{ref}: cannot read the catalog at {settings.catalog_url} "
+            f"(INFERQ_CATALOG_URL): {type(error).__name__}: {error}"
+        ) from error
     return onnx_model_class(version, path)

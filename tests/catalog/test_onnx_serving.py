@@ -323,3 +323,15 @@ def test_a_version_in_an_s3_store_is_fetched_to_the_cache_and_served(
     asyncio.run(model.load())
     [response] = asyncio.run(model.process_batch([model.request_type(input_0=[1, 2, 3])]))
     assert (list(response.scores_1), response.total) == ([-6.5, 3.25], -3.25)  # type: ignore[attr-defined]
+
+
+def test_a_catalog_that_cannot_be_read_is_a_clear_exit_at_start(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    down = f"postgresql+psycopg://root@127.0.0.1:{free_port()}/test"
+    for stack in make_stack(tmp_path_factory, INFERQ_CATALOG_URL=down):
+        worker = stack.start_worker("onnx:classifier@1")
+        assert worker.wait(timeout=60) == 2
+        log = stack.log_of(worker)
+        assert "cannot read the catalog at" in log and "INFERQ_CATALOG_URL" in log, log
+        assert "Traceback" not in log, log
