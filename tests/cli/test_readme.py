@@ -37,19 +37,8 @@ def test_the_quickstart_holds_the_commands_a_user_runs() -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the quickstart uses curl")
 def test_the_quickstart_commands_work_as_written(shared_stack: Stack, tmp_path: Path) -> None:
-    console = Path(sys.executable).parent / "inferq"  # the suite's venv may lie elsewhere
     for command in quickstart_commands():
-        command = command.replace("http://localhost:8000", shared_stack.url)
-        command = command.replace(".venv/bin/inferq", str(console))
-        result = subprocess.run(
-            ["bash", "-c", command],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-            env={**shared_stack.env, "INFERQ_GATEWAY_URL": shared_stack.url},
-        )
-        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        result = run_as_written(command, shared_stack)
         if command.startswith("curl"):
             answer = json.loads(result.stdout)
             assert answer.get("status") in ("queued", "succeeded"), (command, answer)
@@ -66,22 +55,11 @@ def test_the_models_as_data_commands_work_as_written(
     host, as `make up` runs them (model changes allowed from loopback)."""
     block = MODELS_AS_DATA.search(README.read_text())
     assert block, "README has no Models as data block"
-    console = Path(sys.executable).parent / "inferq"
     for stack in make_stack(tmp_path_factory, INFERQ_MODEL_CHANGES="loopback"):
         stack.start_gateway()
         stack.spawn("host", "host")
         for command in commands_of(block.group(1)):
-            command = command.replace("http://localhost:8000", stack.url)
-            command = command.replace(".venv/bin/inferq", str(console))
-            result = subprocess.run(
-                ["bash", "-c", command],
-                capture_output=True,
-                text=True,
-                timeout=90,
-                cwd=ROOT,
-                env={**stack.env, "INFERQ_GATEWAY_URL": stack.url},
-            )
-            assert result.returncode == 0, (command, result.stdout, result.stderr, stack.logs())
+            result = run_as_written(command, stack, timeout=90)
             if " predict " in command:
                 task = json.loads(result.stdout)
                 assert task["status"] == "succeeded" and task["model"] == "digits@1", task
@@ -116,3 +94,22 @@ def commands_of(block: str) -> list[str]:
     text = block.replace("\\\n", " ")
     lines = [re.split(r"(^|\s{2,})#", line)[0].strip() for line in text.splitlines()]
     return [line for line in lines if line]
+
+
+def run_as_written(
+    command: str, stack: Stack, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Runs a README command in bash from the checkout, against ``stack``'s gateway and with
+    this suite's console script (the suite's venv may lie elsewhere); it must exit 0."""
+    command = command.replace("http://localhost:8000", stack.url)
+    command = command.replace(".venv/bin/inferq", str(Path(sys.executable).parent / "inferq"))
+    result = subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**stack.env, "INFERQ_GATEWAY_URL": stack.url},
+    )
+    assert result.returncode == 0, (command, result.stdout, result.stderr, stack.logs())
+    return result
