@@ -95,6 +95,14 @@ class GatewaySettings(CommonSettings):
         "client frees its connection soon.",
     )
     max_wait_s: float = Field(30.0, gt=0, description="Longest `?wait=` a request may hold.")
+    oip_max_body_bytes: int = Field(
+        67_108_864,
+        gt=0,
+        description="Largest body an Open Inference Protocol infer request may have (the "
+        "`/v2/.../infer` routes; others keep INFERQ_MAX_BODY_BYTES): 64 MiB holds a tensor of "
+        "1M float32 values as JSON (~20 bytes a value) or 16M in binary tensor data; beyond "
+        "it: 413.",
+    )
     model_changes: ModelChanges = Field(
         "off",
         description="Who may upload, delete, alias and deploy models: off (nobody), loopback "
