@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from api_service.responses import JSONResponse
-from inferq.errors import InferqError, StoreUnavailable
+from inferq.errors import InferqError, StoreUnavailable, http_status
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def error_response(error: Exception, method: str, path: str) -> JSONResponse:
         logger.warning("Redis failed on %s %s: %r", method, path, error)
         error = StoreUnavailable("the task store is unavailable", 2)
     if isinstance(error, InferqError):
-        return JSONResponse(error.to_json(), status_code=error.status_code, headers=error.headers)
+        return JSONResponse(error.to_json(), status_code=http_status(error), headers=error.headers)
     logger.error("unhandled error on %s %s", method, path, exc_info=error)
     body = {"error": {"type": "InternalError", "message": "internal error; see gateway log"}}
     return JSONResponse(body, status_code=500)

@@ -6,6 +6,7 @@ model is stored under its own class name instead (`inferq.tasks.outcomes.model_f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from inferq.tasks.state import TaskStatus
@@ -171,3 +172,110 @@ class ModelStoreUnavailable(InferqError):
 
     status_code = 503
     error_type = "ModelStoreUnavailable"
+
+
+# The one table from the hierarchy to every front door's code. The HTTP status is the class's
+# own ``status_code``; the gRPC status code is named as `grpc.StatusCode` names it (the kernel
+# does not import grpc; the gRPC door looks the name up); an error that ends a WebSocket closes
+# it with 4000 + its HTTP status (4403, 4413, 4422 ...; 4000-4999 are the codes RFC 6455 leaves
+# to applications), and every other error on a socket is an error frame (`websocket_frame`).
+
+
+@dataclass(frozen=True)
+class DoorCodes:
+    """How one error class reads at each front door."""
+
+    http: int  # the HTTP status
+    grpc: str  # the gRPC status code's name, as in `grpc.StatusCode`
+
+    @property
+    def websocket_close(self) -> int:
+        """The close code of a WebSocket this error ends."""
+        return 4000 + self.http
+
+
+def _codes(*rows: tuple[type[InferqError], str]) -> dict[type[InferqError], DoorCodes]:
+    return {error: DoorCodes(error.status_code, grpc) for error, grpc in rows}
+
+
+ERROR_CODES: dict[type[InferqError], DoorCodes] = _codes(
+    (InferqError, "INTERNAL"),
+    (ModelNotFound, "NOT_FOUND"),
+    (TaskNotFound, "NOT_FOUND"),
+    (InvalidRequest, "INVALID_ARGUMENT"),
+    (Forbidden, "PERMISSION_DENIED"),
+    (Conflict, "FAILED_PRECONDITION"),  # the state must change first (gRPC's own advice)
+    (BodyTooLarge, "RESOURCE_EXHAUSTED"),  # what grpc answers a message over its limit
+    (BodyTimeout, "DEADLINE_EXCEEDED"),
+    (UnsupportedMediaType, "INVALID_ARGUMENT"),
+    (_RetryLater, "UNAVAILABLE"),
+    (QueueFull, "RESOURCE_EXHAUSTED"),
+    (ModelUnavailable, "UNAVAILABLE"),
+    (BrokerUnavailable, "UNAVAILABLE"),
+    (StoreUnavailable, "UNAVAILABLE"),
+    (CatalogUnavailable, "UNAVAILABLE"),
+    (DeadlineExceeded, "DEADLINE_EXCEEDED"),
+    (DeliveryLimitExceeded, "INTERNAL"),
+    (DeadLettered, "INTERNAL"),
+    (InvalidModel, "INVALID_ARGUMENT"),
+    (ModelTooLarge, "RESOURCE_EXHAUSTED"),
+    (ModelFileNotFound, "NOT_FOUND"),
+    (InvalidModelFileKey, "INVALID_ARGUMENT"),
+    (ModelStoreUnavailable, "UNAVAILABLE"),
+)
+
+
+def door_codes(error: InferqError) -> DoorCodes:
+    """The table's row of ``error``'s class; for a class outside the table (a subclass made
+    elsewhere), its own HTTP status and its nearest listed base class's gRPC code."""
+    codes = ERROR_CODES.get(type(error))
+    if codes is not None:
+        return codes
+    base = next(ERROR_CODES[c] for c in type(error).__mro__ if c in ERROR_CODES)
+    return DoorCodes(error.status_code, base.grpc)
+
+
+def http_status(error: InferqError) -> int:
+    return door_codes(error).http
+
+
+def grpc_code(error: InferqError) -> str:
+    """The name of ``error``'s `grpc.StatusCode` (``getattr(grpc.StatusCode, name)``)."""
+    return door_codes(error).grpc
+
+
+def websocket_frame(error: InferqError, frame_id: Any) -> dict[str, Any]:
+    """The WebSocket error frame answering the client's frame ``frame_id`` (None where the
+    frame had no readable id): ``{"type": "error", "id", "error": {type, message, ...}}``."""
+    return {"type": "error", "id": frame_id, **error.to_json()}
+
+
+def websocket_close(error: InferqError) -> int:
+    """The close code of a WebSocket that ``error`` ends."""
+    return door_codes(error).websocket_close
+
+
+def error_from_json(status: int, body: Any) -> InferqError:
+    """The error an answer's JSON ``{"error": {"type", "message", ...}}`` names, as its class
+    in this hierarchy (a client's view of a door's error); a type no class has (an error a
+    user's model raised, FastAPI's ``HTTPError``) is an `InferqError` carrying that type and
+    the status."""
+    fields = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(fields, dict):
+        fields = {"type": "InternalError", "message": str(body)}
+    fields = dict(fields)
+    error_type = str(fields.pop("type", "InternalError"))
+    message = str(fields.pop("message", ""))
+    cls = _BY_TYPE.get(error_type, InferqError)
+    error = cls.__new__(cls)
+    InferqError.__init__(error, message, **fields)
+    if cls is InferqError or error.error_type != error_type:
+        error.error_type = error_type
+        error.status_code = status
+    return error
+
+
+# A private base (`_RetryLater`) has no type of its own on the wire.
+_BY_TYPE: dict[str, type[InferqError]] = {
+    cls.error_type: cls for cls in ERROR_CODES if not cls.__name__.startswith("_")
+}
