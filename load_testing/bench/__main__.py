@@ -180,9 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("onnx", "the generic ONNX worker against model_b; upload to prediction", False)
     p.add_argument("--clients", type=int, default=served.clients, help="(default 32)")
     p.add_argument("--mode", choices=("wait", "poll", "interval"), default=served.mode)
-    p.add_argument("--rounds", type=int, default=served.rounds, help="turns of each (default 6)")
+    p.add_argument("--rounds", type=int, default=served.rounds, help="turns of each (default 10)")
     p.add_argument(
-        "--window", type=float, default=served.window_s, help="measured seconds per turn (5)"
+        "--window", type=float, default=served.window_s, help="measured seconds per turn (4)"
     )
     p.add_argument(
         "--warmup", type=float, default=served.warmup_s, help="unmeasured seconds per turn (1)"

@@ -38,14 +38,16 @@ HTTP_TIMEOUT_S = 60.0
 #: What a prediction of a version is answered before its worker is live: 503 (deployed, no
 #: live worker yet) or 404 (the gateway has not heard of it yet).
 NOT_YET = frozenset({404, 503})
+#: The worker process that serves each system (`OnnxStack.pids`).
+WORKERS = {"model_b": "worker-b", "onnx": "worker-onnx"}
 
 
 @dataclass
 class OnnxConfig:
     clients: int = 32
     mode: str = "wait"
-    rounds: int = 6  # each: model_b, then onnx
-    window_s: float = 5.0
+    rounds: int = 10  # each: model_b, then onnx
+    window_s: float = 4.0
     warmup_s: float = 1.0
     uploads: int = 5  # upload-to-first-prediction repetitions (0: none, no model host)
     poll_s: float = 0.02  # between first-prediction attempts
@@ -232,6 +234,13 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         }
         for name in ("model_b", "onnx")
     }
+    # CPU per request of the gateway and the serving worker: less disturbed by other users of
+    # the machine than the throughput is.
+    for name, worker in WORKERS.items():
+        for process, key in (("gateway", "gateway_cpu_ms"), (worker, "worker_cpu_ms")):
+            values = [r[name].get("cpu_ms_per_request", {}).get(process) for r in rounds]
+            known = [v for v in values if v is not None]
+            summary[name][key] = statistics.median(known) if known else None
     ratios = [r["onnx"]["throughput_rps"] / r["model_b"]["throughput_rps"] for r in rounds]
     summary.update(
         ratios=ratios,
@@ -266,7 +275,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"{c['mode']}, {c['clients']} clients, {len(result['rounds'])} rounds of "
         f"{c['window_s']:g} s per system (model_b, then onnx); medians over the rounds",
-        f"{'system':<9}{'model':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}",
+        f"{'system':<9}{'model':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU ms/request: gateway':>25}{'worker':>8}",
     ]
     if result["rounds"]:
         for name in ("model_b", "onnx"):
@@ -274,7 +284,8 @@ def format_report(result: dict[str, Any]) -> str:
             row = s[name]
             lines.append(
                 f"{name:<9}{model:<10}{row['throughput_rps']:>9.1f}{row['p50_ms']:>9.2f}"
-                f"{row['p99_ms']:>9.2f}"
+                f"{row['p99_ms']:>9.2f}{_ms(row['gateway_cpu_ms']):>25}"
+                f"{_ms(row['worker_cpu_ms']):>8}"
             )
         low, high = s["ratio_range"]
         lines.append(
@@ -296,6 +307,10 @@ def format_report(result: dict[str, Any]) -> str:
             + ")",
         ]
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def format_targets(checks: list[dict[str, Any]]) -> str:
