@@ -263,9 +263,14 @@ def _response(answer: TaskAnswer) -> Message:
     raise task_error(answer)
 
 
+#: A model's own exceptions that, by Python's convention, say its input is wrong: 400.
+INPUT_ERRORS = frozenset({"ValueError", "TypeError", "KeyError", "IndexError"})
+
+
 def task_error(answer: TaskAnswer) -> InferqError:
-    """The error a task ended with, as its class in `inferq.errors` (a model's own exception,
-    or an unknown type: a plain `InferqError`, 500)."""
+    """The error a task ended with, as its class in `inferq.errors`; a model's own
+    exception: `InvalidRequest` for those of `INPUT_ERRORS`, else a plain `InferqError`
+    (500)."""
     state = answer.state
     assert state is not None
     expired = state.status is TaskStatus.EXPIRED
@@ -278,6 +283,8 @@ def task_error(answer: TaskAnswer) -> InferqError:
                 return cls(text, task_id=answer.task_id)
             except TypeError:  # one that takes more (a retry time): the plain error
                 break
+    if error_type in INPUT_ERRORS:
+        return InvalidRequest(text, task_id=answer.task_id)
     return InferqError(text, task_id=answer.task_id)
 
 

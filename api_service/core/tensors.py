@@ -379,12 +379,12 @@ class ModelTensors:
                         f"inputs have {rows} and {n} rows: every batched input has one per request"
                     )
                 rows = n
+                if n == 0:
+                    raise InvalidRequest(f"input {binding.name!r} has no rows")
+                if n > MAX_ROWS:
+                    raise InvalidRequest(f"{n} rows in one request; at most {MAX_ROWS}")
             columns.append((binding, *_field_values(binding, tensor)))
         rows = 1 if rows is None else rows
-        if rows == 0:
-            raise InvalidRequest("the inputs have no rows")
-        if rows > MAX_ROWS:
-            raise InvalidRequest(f"{rows} rows in one request; at most {MAX_ROWS}")
         fields: list[dict[str, Any]] = [{} for _ in range(rows)]
         for binding, values, shape in columns:
             assert binding.field is not None
