@@ -27,31 +27,27 @@ CATALOG_RETRY_S = 2.0
 
 
 class References:
+    """The served names of references, kept ``cache_s``. Two rules keep the catalog off the
+    hot path: one lookup per reference at a time (the requests that arrive meanwhile wait for
+    it, rather than each asking the database), and an answer past its time is still given
+    while one lookup refreshes it in the background; a refresh that fails drops it, so the
+    next request asks again and gets the error."""
+
     def __init__(self, catalog: Catalog, live_models: LiveModels, cache_s: float) -> None:
         self._catalog = catalog
         self._live_models = live_models
         self._cache_s = cache_s
         self._cache: dict[str, tuple[float, str]] = {}
+        self._lookups: dict[str, asyncio.Future[str]] = {}
 
     async def served_name(self, ref: str) -> str:
         """The served name ``ref`` stands for; `ModelNotFound` when nothing does."""
         cached = self._cache.get(ref)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        if "@" not in ref and await self._live_models.get(ref) is not None:
-            served = ref  # a class model: registered under its bare name
-        else:
-            try:
-                version = await self.version(ref)
-            except ModelNotFound as error:
-                raise ModelNotFound(
-                    f"no model {ref!r}; GET /models lists the live ones, GET /catalog all",
-                    **error.details,
-                ) from None
-            served = version_key(version.model, version.number)
-        # Only names that exist are kept: any client can invent endless others.
-        self._cache[ref] = (time.monotonic() + self._cache_s, served)
-        return served
+        if cached is None:
+            return await asyncio.shield(self._lookup_once(ref))
+        if cached[0] <= time.monotonic():
+            self._lookup_once(ref)  # refreshed in the background
+        return cached[1]
 
     async def version(self, ref: str) -> Version:
         """The catalog version ``ref`` names (`catalog.db.Catalog.resolve`)."""
@@ -60,6 +56,33 @@ class References:
     def forget(self) -> None:
         """Drop what is kept, after this gateway changed an alias or a version."""
         self._cache.clear()
+
+    def _lookup_once(self, ref: str) -> asyncio.Future[str]:
+        lookup = self._lookups.get(ref)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(ref))
+            self._lookups[ref] = lookup
+            lookup.add_done_callback(lambda done: self._looked_up(ref, done))
+        return lookup
+
+    def _looked_up(self, ref: str, lookup: asyncio.Future[str]) -> None:
+        del self._lookups[ref]
+        if lookup.cancelled() or lookup.exception() is not None:
+            self._cache.pop(ref, None)
+        else:  # only names that exist are kept: any client can invent endless others
+            self._cache[ref] = (time.monotonic() + self._cache_s, lookup.result())
+
+    async def _lookup(self, ref: str) -> str:
+        if "@" not in ref and await self._live_models.get(ref) is not None:
+            return ref  # a class model: registered under its bare name
+        try:
+            version = await self.version(ref)
+        except ModelNotFound as error:
+            raise ModelNotFound(
+                f"no model {ref!r}; GET /models lists the live ones, GET /catalog all",
+                **error.details,
+            ) from None
+        return version_key(version.model, version.number)
 
 
 async def catalog_call(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
