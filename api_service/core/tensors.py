@@ -218,6 +218,9 @@ def _numbers(name: str, datatype: str, dtype: np.dtype, values: Any) -> Array:  
             f"tensor {name!r}: data is not a rectangular array of {datatype} values"
         ) from None
     kind = given.dtype.kind
+    if dtype.kind in "iu" and kind in "fO" and given.size:
+        given = _exact_integers(name, datatype, dtype, values)  # past int64, mixed with uint64
+        kind = given.dtype.kind
     if given.size == 0:
         return given.astype(dtype).ravel()
     if datatype == "BOOL":
@@ -239,6 +242,21 @@ def _numbers(name: str, datatype: str, dtype: np.dtype, values: Any) -> Array:  
     if not np.isfinite(array).all():
         raise InvalidRequest(f"tensor {name!r}: a value is out of {datatype}'s range")
     return array
+
+
+def _exact_integers(name: str, datatype: str, dtype: np.dtype, values: Any) -> Array:  # type: ignore[type-arg]
+    """Integers numpy did not hold as integers (values past int64's range, or int64 and
+    uint64 ones mixed): each must be a Python int in the datatype's range."""
+    flat = _flatten(name, values)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+        raise InvalidRequest(f"tensor {name!r}: {datatype} data holds values that are not integers")
+    try:
+        return np.array(flat, dtype=dtype)
+    except OverflowError:
+        info = np.iinfo(dtype)
+        raise InvalidRequest(
+            f"tensor {name!r}: a value is out of {datatype}'s range [{info.min}, {info.max}]"
+        ) from None
 
 
 def tensor_from_bytes(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> Tensor:

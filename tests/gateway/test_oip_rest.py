@@ -7,7 +7,10 @@ with the native ``POST /predict/{model}?wait=`` path's; bad tensors get the prot
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,8 +53,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert answer.status_code == 201, answer.text
         httpx.put(f"{stack.url}/models/digits/aliases/live", json={"version": 1}).raise_for_status()
         workers = [stack.start_worker(f"onnx:{name}@1") for name in uploads]
-        workers += [stack.start_worker("model_a"), stack.start_worker("model_b")]
-        for model in ("digits@1", "houses@1", "sums@1", "model_a", "model_b"):
+        workers += [stack.start_worker(name) for name in ("model_a", "model_b", "sleep")]
+        for model in ("digits@1", "houses@1", "sums@1", "model_a", "model_b", "sleep"):
             stack.wait_live(model, timeout=60, watch=workers)
         yield stack
 
@@ -403,3 +406,52 @@ def test_tritonclient_sees_the_errors(client: triton.InferenceServerClient) -> N
         client.infer("digits", [tensor("pixels", PIXELS[:, :32].copy(), "FP32", True)])
     assert raised.value.status() == "400"
     assert "pixels" in raised.value.message()
+
+
+def test_infer_that_outlasts_its_timeout_answers_504_naming_the_task(gateway: Stack) -> None:
+    body = {
+        "inputs": [{"name": "ms", "datatype": "INT32", "shape": [1], "data": [1500]}],
+        "parameters": {"timeout": 200_000},  # microseconds, as Triton's clients send it
+    }
+    answer = httpx.post(f"{gateway.url}/v2/models/sleep/infer", json=body, timeout=10)
+    assert answer.status_code == 504, answer.text
+    [location] = re.findall(r"/tasks/[0-9a-f]{32}", answer.json()["error"])
+    # Its deadline was the timeout too: the worker, still sleeping, finishes it late or not.
+    view = httpx.get(f"{gateway.url}{location}?wait=5", timeout=10).json()
+    assert view["status"] in ("succeeded", "expired")
+
+
+MALFORMED = {
+    "inputs not a list": {"inputs": {"name": "pixels"}},
+    "an input not an object": {"inputs": ["pixels"]},
+    "no name": {"inputs": [{"datatype": "FP32", "shape": [1, 64], "data": PIXEL_ROW}]},
+    "shape not a list": pixels(shape="1,64"),
+    "shape of floats": pixels(shape=[1.0, 64]),
+    "data an object": pixels(data={"values": PIXEL_ROW}),
+    "parameters not an object": pixels(parameters=[1]),
+    "binary size a string": pixels(parameters={"binary_data_size": "256"}),
+    "outputs not a list": {**pixels(), "outputs": "label"},
+    "binary_data_output not a bool": {**pixels(), "parameters": {"binary_data_output": "yes"}},
+    "timeout negative": {**pixels(), "parameters": {"timeout": -5}},
+    "id a number": {**pixels(), "id": 7},
+    "an input twice": {"inputs": pixels()["inputs"] * 2},
+    "the request a list": [pixels()],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_requests_get_400(gateway: Stack, case: str) -> None:
+    answer = httpx.post(f"{gateway.url}/v2/models/digits/infer", json=MALFORMED[case])
+    assert answer.status_code == 400, answer.text
+    assert isinstance(answer.json()["error"], str)
+
+
+def test_the_readme_example_runs(gateway: Stack) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Open Inference Protocol", 1)[1]
+    [code] = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    code = code.replace("127.0.0.1:8000", gateway.url.removeprefix("http://"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    assert re.fullmatch(r"\[\d \d\]\n", printed.getvalue())
