@@ -32,9 +32,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy inferq inferq_cli api_service model_registry catalog workers load_testing serialization_type_test tests
 
-# Regenerates proto/*_pb2.py; tests/kernel/test_proto_fresh.py fails when they are stale.
+# Regenerates proto/*_pb2.py (and *_pb2_grpc.py of the files that define a gRPC service);
+# tests/kernel/test_proto_fresh.py fails when they are stale.
+GRPC_PROTOS = $(shell grep -l '^service ' proto/*.proto)
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. proto/*.proto examples/*.proto tests/models/seed/*.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --grpc_python_out=. $(GRPC_PROTOS)
 
 # The digits classifier's weights (committed) and the big MLP (generated, not committed).
 models: install

@@ -30,16 +30,21 @@ def create_app(
 ) -> FrontDoor:
     """The gateway's ASGI app."""
     settings = settings or GatewaySettings()
-    return FrontDoor(create_fastapi_app(settings), settings, authenticate)
+    return FrontDoor(create_fastapi_app(settings, authenticate), settings, authenticate)
 
 
-def create_fastapi_app(settings: GatewaySettings) -> FastAPI:
+def create_fastapi_app(settings: GatewaySettings, authenticate: Authenticate = anyone) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Imported only to serve: its protobuf package `inference` would clash, in a process
+        # that builds the app without serving it (a test), with a client's own copy.
+        from api_service.grpc.server import serving_grpc
+
         async with open_gateway(settings) as gateway:
             app.state.gateway = gateway
-            logger.info("gateway ready (namespace %s)", settings.namespace)
-            yield
+            async with serving_grpc(gateway, settings, authenticate):  # the gRPC door
+                logger.info("gateway ready (namespace %s)", settings.namespace)
+                yield
 
     app = FastAPI(
         title=TITLE,

@@ -138,6 +138,28 @@ class GatewaySettings(CommonSettings):
         "starts only for tasks the others will not take).",
     )
 
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="Port of the gateway's gRPC server (the Open Inference Protocol's "
+        "inference.GRPCInferenceService, inferq.v1.InferqService, grpc.health.v1, "
+        "reflection), on the gateway's host; 0: no gRPC server.",
+    )
+    grpc_max_message_bytes: int = Field(
+        67_108_864,
+        gt=0,
+        description="Largest gRPC message the gateway receives or sends (gRPC's own default "
+        "is 4 MiB): 64 MiB holds a tensor of 1M float64 values, as raw or typed contents, "
+        "as INFERQ_OIP_MAX_BODY_BYTES does for REST; beyond it: RESOURCE_EXHAUSTED.",
+    )
+    grpc_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="On shutdown (SIGTERM), how long calls in flight on the gRPC server may "
+        "take to finish (health answers NOT_SERVING meanwhile); then they are cancelled.",
+    )
+
 
 class WorkerSettings(CommonSettings):
     """A model worker process."""

@@ -93,6 +93,7 @@ class Processes:
         self.processes: list[Popen] = []
         self.log_files: list[Path] = []
         self.url = ""  # the gateway's, once started
+        self.grpc_target = ""  # its gRPC server's host:port
 
     def launch(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
@@ -109,8 +110,13 @@ class Processes:
         return process
 
     def spawn(self, name: str, *args: str, **env: str) -> Popen:
-        """``inferq ARGS`` of the checkout, with ``env`` on top of `Processes.env`."""
-        return self.launch(name, [*cli(self.root), *args], {**self.env, **env})
+        """``inferq ARGS`` of the checkout, with ``env`` on top of `Processes.env`. A gateway
+        gets a free gRPC port, as it gets a free HTTP port (the default is one per machine)."""
+        env = {**self.env, **env}
+        if args[:1] == ("gateway",):
+            env.setdefault("INFERQ_GRPC_PORT", str(free_port()))
+            self.grpc_target = f"127.0.0.1:{env['INFERQ_GRPC_PORT']}"
+        return self.launch(name, [*cli(self.root), *args], env)
 
     def start_gateway(self, timeout: float = 60) -> str:
         port = free_port()

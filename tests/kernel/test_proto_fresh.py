@@ -1,7 +1,9 @@
-"""The committed generated protobuf modules match their .proto sources (`make proto`)."""
+"""The committed generated protobuf modules match their .proto sources (`make proto`), the
+gRPC stubs (``*_pb2_grpc.py``) of the files that define a service too."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -35,9 +37,16 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
         cwd=tmp_path,
         check=True,
     )
+    services = [p for p in relative if re.search(r"^service ", (ROOT / p).read_text(), re.M)]
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "--grpc_python_out=.", *services],
+        cwd=tmp_path,
+        check=True,
+    )
     stale = []
     for proto_file in relative:
-        for suffix in ("_pb2.py", "_pb2.pyi"):
+        suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py") if proto_file in services else ()
+        for suffix in suffixes or ("_pb2.py", "_pb2.pyi"):
             generated = proto_file.removesuffix(".proto") + suffix
             if (tmp_path / generated).read_bytes() != (ROOT / generated).read_bytes():
                 stale.append(generated)
