@@ -9,7 +9,10 @@ through stubs of its .proto."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -265,6 +268,17 @@ def test_calls_are_counted_with_the_grpc_door(
     client.infer("model_b", [pixels_input(PIXELS[:1])])
     after = gateway.metric("inferq_gateway_requests_total", **series, status="OK")
     assert after == before + 1
+
+
+def test_the_readme_example_runs(gateway: Stack) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## gRPC API\n", 1)[1].split("\n## ", 1)[0]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = code.replace("127.0.0.1:8001", gateway.grpc_target)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    assert re.fullmatch(r"\[\d \d\]\n", printed.getvalue())
 
 
 def test_health_follows_workers_and_reads_not_serving_while_draining(stack: Stack) -> None:
