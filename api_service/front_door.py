@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from api_service.core.gateway import Caller, Gateway
 from api_service.errors import error_response
@@ -50,6 +51,9 @@ class FrontDoor:
         self.access_log = settings.gateway_access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":  # lifespan: the FastAPI app opens the gateway core
             await self.app(scope, receive, send)
             return
@@ -101,6 +105,19 @@ class FrontDoor:
         record_request(template, model, status, seconds)
         if self.access_log or status >= 500:
             self._log(method, path, status, seconds, span.trace_context)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake passes the authentication hook too; a refused one is
+        answered with the error's HTTP answer instead of the upgrade."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            caller = await self.authenticate(scope, headers)
+        except Exception as error:  # noqa: BLE001 - every error gets its JSON answer
+            response = error_response(error, "GET", scope["path"])
+            await WebSocket(scope, receive, send).send_denial_response(response)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
 
     @property
     def gateway(self) -> Gateway:

@@ -81,6 +81,14 @@ class UnsupportedMediaType(InferqError):
     error_type = "UnsupportedMediaType"
 
 
+class TooManyInFlight(InferqError):
+    """A WebSocket holds as many unanswered predictions as ``INFERQ_WS_MAX_IN_FLIGHT``: the
+    next waits until one is answered."""
+
+    status_code = 429
+    error_type = "TooManyInFlight"
+
+
 class _RetryLater(InferqError):
     """An error that tells the client when to try again."""
 
@@ -208,6 +216,7 @@ ERROR_CODES: dict[type[InferqError], DoorCodes] = _codes(
     (BodyTooLarge, "RESOURCE_EXHAUSTED"),  # what grpc answers a message over its limit
     (BodyTimeout, "DEADLINE_EXCEEDED"),
     (UnsupportedMediaType, "INVALID_ARGUMENT"),
+    (TooManyInFlight, "RESOURCE_EXHAUSTED"),
     (_RetryLater, "UNAVAILABLE"),
     (QueueFull, "RESOURCE_EXHAUSTED"),
     (ModelUnavailable, "UNAVAILABLE"),

@@ -137,6 +137,12 @@ class GatewaySettings(CommonSettings):
         description="Most publishes to one queue awaiting their confirm at once (one more "
         "starts only for tasks the others will not take).",
     )
+    ws_max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Most predictions one WebSocket (`/ws`) may have unanswered at once; "
+        "beyond it a frame gets a TooManyInFlight error frame (the socket stays open).",
+    )
 
     grpc_port: int = Field(
         8001,
