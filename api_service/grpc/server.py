@@ -6,9 +6,13 @@ calls, the calls in flight given ``INFERQ_GRPC_GRACE_S`` to finish, then cancell
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -75,11 +79,40 @@ async def serving_grpc(
     await server.start()
     logger.info("gRPC on %s", address)
     try:
-        yield server
+        with _draining_on_signal(serving):
+            yield server
     finally:
         await serving.drain()
         await server.stop(settings.grpc_grace_s)
         logger.info("gRPC stopped")
+
+
+@contextlib.contextmanager
+def _draining_on_signal(serving: ServingHealth) -> Iterator[None]:
+    """Health reads NOT_SERVING from the SIGTERM (or SIGINT) on, not only once the HTTP
+    server has finished its own requests and ends the lifespan: the handler uvicorn installed
+    still runs after ours."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only: no drain before the lifespan ends
+        return
+    loop = asyncio.get_running_loop()
+    drains: list[asyncio.Task[None]] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(lambda: drains.append(loop.create_task(serving.drain())))
+        handler = previous[signal.Signals(sig)]
+        if callable(handler):
+            handler(sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is handle:
+                signal.signal(sig, handler)
 
 
 def _address(host: str, port: int) -> str:

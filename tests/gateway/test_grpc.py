@@ -9,6 +9,7 @@ through stubs of its .proto."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -181,6 +182,17 @@ def test_bad_tensors_are_invalid_argument(
     assert raised.value.details()
 
 
+def test_input_the_model_refuses_is_invalid_argument(client: triton.InferenceServerClient) -> None:
+    """63 pixels fit model_b's message (a repeated field) but not the model: its worker's
+    ValueError is the client's mistake, not the server's."""
+    given = triton.InferInput("pixels", [1, 63], "FP32")
+    given.set_data_from_numpy(PIXELS[:1, :63].copy())
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("model_b", [given])
+    assert status_of(raised.value) == "INVALID_ARGUMENT", raised.value
+    assert "64" in str(raised.value.message())
+
+
 def test_unknown_models_are_not_found(client: triton.InferenceServerClient) -> None:
     for model, version in (("no_such_model", ""), ("digits", "7")):
         with pytest.raises(InferenceServerException) as raised:
@@ -313,11 +325,17 @@ def test_health_follows_workers_and_reads_not_serving_while_draining(stack: Stac
     in_flight = tasks.Submit.future(
         inferq_pb.SubmitRequest(model="sleep", request=slow, wait_s=10), timeout=20
     )
-    time.sleep(0.5)  # the call is in flight
-    gateway.send_signal(signal.SIGTERM)
-    assert next(watch).status == NOT_SERVING
-    watch.cancel()
-    assert in_flight.result().status == "succeeded"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        url = f"{stack.url}/predict/sleep?wait=10"
+        http = pool.submit(httpx.post, url, json={"ms": 3000}, timeout=20)
+        time.sleep(0.5)  # both calls are in flight
+        gateway.send_signal(signal.SIGTERM)
+        # At once, not once the HTTP server has finished its own request.
+        assert next(watch).status == NOT_SERVING
+        assert not http.done()
+        watch.cancel()
+        assert in_flight.result().status == "succeeded"
+        assert http.result().json()["status"] == "succeeded"
     # uvicorn ends by raising the signal it caught again, once shut down.
     assert gateway.wait(20) in (0, -signal.SIGTERM)
     log = stack.log_of(gateway)
