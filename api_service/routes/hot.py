@@ -1,7 +1,8 @@
-"""The two calls clients make by the thousand, served by the front door without FastAPI:
-``POST /predict/{model}`` and ``GET /tasks/{task_id}``. Each turns the HTTP request into a
-call of the gateway core and its answer into JSON; their OpenAPI entries are in
-`api_service.openapi`."""
+"""The calls clients make by the thousand, served by the front door without FastAPI:
+``POST /predict/{model}``, ``GET /tasks/{task_id}`` and the Open Inference Protocol's
+``POST /v2/models/{model}[/versions/{version}]/infer`` (`api_service.routes.v2.hot_infer`).
+Each turns the HTTP request into a call of the gateway core and its answer into JSON; their
+OpenAPI entries are in `api_service.openapi` (the infer's: its FastAPI routes in `v2`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from starlette.responses import Response
 from starlette.types import Scope
 
 from api_service.core.gateway import Caller, Gateway, PredictRequest
 from api_service.request_body import RequestBody
 from api_service.responses import JSONResponse
+from api_service.routes import v2
 from inferq.errors import BodyTooLarge, InvalidRequest
 
 TIMEOUT_HEADER = "x-inferq-timeout"
@@ -74,7 +77,7 @@ class HttpRequest:
         return b"".join(parts)
 
 
-Handler = Callable[[Gateway, HttpRequest], Awaitable[JSONResponse]]
+Handler = Callable[[Gateway, HttpRequest], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ def _header_seconds(raw: str) -> float:
 
 
 PREDICT, TASKS = "/predict/", "/tasks/"
+V2_MODELS, INFER = "/v2/models/", "/infer"  # the Open Inference Protocol's infer
 
 
 def match(method: str, path: str) -> HotRoute | None:
@@ -133,6 +137,12 @@ def match(method: str, path: str) -> HotRoute | None:
         model = path[len(PREDICT) :]
         if model and "/" not in model:
             return HotRoute("/predict/{model}", predict, model, model)
+    elif method == "POST" and path.startswith(V2_MODELS) and path.endswith(INFER):
+        param = path[len(V2_MODELS) : -len(INFER)]  # model, or model/versions/version
+        if param and not param.startswith("/"):
+            model = param.partition("/")[0]
+            template = "/v2/models/{model}/versions/{version}/infer" if "/" in param else ""
+            return HotRoute(template or "/v2/models/{model}/infer", v2.hot_infer, param, model)
     elif method == "GET" and path.startswith(TASKS):
         task_id = path[len(TASKS) :]
         if task_id and "/" not in task_id:
