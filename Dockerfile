@@ -22,5 +22,5 @@ RUN pip install --no-deps . \
 # Nothing needs root at run time. A numeric id, so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 
-EXPOSE 8000
+EXPOSE 8000 8001
 CMD ["inferq", "gateway", "--host", "0.0.0.0", "--port", "8000"]
