@@ -178,7 +178,7 @@ class OpenInference:
         served = await self._resolve(request.model, request.version)
         entry = await self.gateway.live_models.require_live(served.served)
         tensors = await self._tensors(served, entry)
-        messages = tensors.requests(request.inputs)
+        bodies = tensors.request_bodies(request.inputs)
         if request.outputs is not None:  # checked before any task is submitted
             unknown = set(request.outputs) - {t.name for t in tensors.outputs}
             if unknown:
@@ -195,7 +195,7 @@ class OpenInference:
             self.gateway.predict(
                 PredictRequest(
                     model=served.served,
-                    body=message.SerializeToString(),
+                    body=body,
                     content_type=PROTOBUF,
                     wait_s=wait_s,
                     deadline_s=deadline_s,
@@ -203,7 +203,7 @@ class OpenInference:
                     caller=request.caller,
                 )
             )
-            for message in messages
+            for body in bodies
         ]
         if len(calls) == 1:
             return served, tensors, [await calls[0]]

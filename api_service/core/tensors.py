@@ -329,6 +329,9 @@ class _Binding:
     scalar: bool  # the field is singular: one value per message
     shape_field: str | None = None
     string: bool = False  # a string field (text), not bytes
+    #: A repeated float or double field: its number and the little-endian dtype of its packed
+    #: values, written straight from the tensor's bytes (no Python float per value).
+    packed: tuple[int, str] | None = None
 
     @property
     def name(self) -> str:
@@ -369,6 +372,12 @@ class ModelTensors:
     def requests(self, tensors: Sequence[Tensor]) -> list[Message]:
         """The request messages of an infer request's input tensors: one per row."""
         assert self.request_class is not None, "bind() the mapping first"
+        return [self.request_class.FromString(body) for body in self.request_bodies(tensors)]
+
+    def request_bodies(self, tensors: Sequence[Tensor]) -> list[bytes]:
+        """`requests`, serialized (binary protobuf, what `Gateway.predict` takes): float and
+        double tensors are written as packed fields straight from their bytes."""
+        assert self.request_class is not None, "bind() the mapping first"
         given = {t.name: t for t in tensors}
         if len(given) != len(tensors):
             raise InvalidRequest("an input tensor is given twice")
@@ -383,6 +392,7 @@ class ModelTensors:
             raise InvalidRequest(f"missing input(s) {', '.join(missing)}")
         rows = None
         columns: list[tuple[_Binding, list[Any], list[int] | None]] = []
+        packed: list[tuple[_Binding, list[bytes]]] = []
         for binding in self.input_bindings:
             tensor = given[binding.name]
             if tensor.datatype != binding.info.datatype:
@@ -401,19 +411,33 @@ class ModelTensors:
                     raise InvalidRequest(f"input {binding.name!r} has no rows")
                 if n > MAX_ROWS:
                     raise InvalidRequest(f"{n} rows in one request; at most {MAX_ROWS}")
-            columns.append((binding, *_field_values(binding, tensor)))
+            if binding.packed is not None:
+                packed.append((binding, _packed_rows(binding, tensor)))
+                columns.append((binding, [], _held_shape(binding, tensor)))
+            else:
+                columns.append((binding, *_field_values(binding, tensor)))
         rows = 1 if rows is None else rows
         fields: list[dict[str, Any]] = [{} for _ in range(rows)]
         for binding, values, shape in columns:
             assert binding.field is not None
             for i, request in enumerate(fields):
-                request[binding.field] = values[i] if binding.batched else values[0]
+                if values:
+                    request[binding.field] = values[i] if binding.batched else values[0]
                 if binding.shape_field is not None:
                     request[binding.shape_field] = shape
         try:
-            return [self.request_class(**request) for request in fields]
+            bodies = [self.request_class(**request).SerializeToString() for request in fields]
         except (TypeError, ValueError) as error:
             raise InvalidRequest(f"the inputs do not fit the model's request: {error}") from None
+        if not packed:
+            return bodies
+        # A message's fields may come in any order, each once: the packed ones go after.
+        return [
+            b"".join(
+                [body, *(parts[i] if binding.batched else parts[0] for binding, parts in packed)]
+            )
+            for i, body in enumerate(bodies)
+        ]
 
     def outputs_of(
         self, responses: Sequence[Message], names: Sequence[str] | None = None
@@ -450,6 +474,35 @@ def _check_shape(binding: _Binding, shape: tuple[int, ...]) -> None:
         )
 
 
+def _held_shape(binding: _Binding, tensor: Tensor) -> list[int]:
+    """The shape one message holds: a row's, or the whole tensor's."""
+    return list(tensor.shape[1:] if binding.batched else tensor.shape)
+
+
+def _packed_rows(binding: _Binding, tensor: Tensor) -> list[bytes]:
+    """The packed field of each row (or of the whole tensor): its tag, its length, the values'
+    little-endian bytes; nothing for an empty one (proto3 writes no empty field)."""
+    assert binding.packed is not None
+    number, dtype = binding.packed
+    array = np.ascontiguousarray(tensor.array, dtype=np.dtype(dtype))
+    rows = array.shape[0] if binding.batched else 1
+    raw = array.tobytes()
+    size = len(raw) // rows if rows else 0
+    if not size:
+        return [b""] * rows
+    prefix = _varint(number << 3 | 2) + _varint(size)
+    return [prefix + raw[i * size : (i + 1) * size] for i in range(rows)]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def _field_values(binding: _Binding, tensor: Tensor) -> tuple[list[Any], list[int] | None]:
     """The field's value for each row (batched) or for the whole tensor; the shape each holds."""
     array = tensor.array
@@ -484,7 +537,15 @@ def _gather(binding: _Binding, responses: Sequence[Message]) -> Tensor:
         [response] = responses
         shape = _response_shape(binding, response)
         values = getattr(response, field)
-        array = _column(dtype, [values] if binding.scalar else values, math.prod(shape))
+        if binding.scalar or dtype.kind == "O":
+            array = _column(dtype, [values] if binding.scalar else values, math.prod(shape))
+        else:
+            array = _numbers_of(dtype, values)
+            if array.size != math.prod(shape):
+                raise InvalidRequest(
+                    f"output {binding.name!r}: the response holds {array.size} values where "
+                    f"{math.prod(shape)} were due"
+                )
         return Tensor(binding.name, datatype, array.reshape(shape))
     shapes = {_response_shape(binding, response) for response in responses}
     if len(shapes) > 1:
@@ -495,11 +556,27 @@ def _gather(binding: _Binding, responses: Sequence[Message]) -> Tensor:
     [shape] = shapes
     n = len(responses)
     if binding.scalar:
-        column = [getattr(response, field) for response in responses]
+        array = _column(dtype, [getattr(response, field) for response in responses], n)
+    elif dtype.kind != "O":  # a repeated number field reads as an array at once
+        rows = [_numbers_of(dtype, getattr(response, field)) for response in responses]
+        array = rows[0] if n == 1 else np.concatenate(rows)
+        if array.size != n * math.prod(shape):
+            raise InvalidRequest(
+                f"output {binding.name!r}: the responses hold {array.size} values where "
+                f"{n * math.prod(shape)} were due"
+            )
     else:
         column = list(itertools.chain.from_iterable(getattr(r, field) for r in responses))
-    array = _column(dtype, column, n * math.prod(shape))
+        array = _column(dtype, column, n * math.prod(shape))
     return Tensor(binding.name, datatype, array.reshape(n, *shape))
+
+
+def _numbers_of(dtype: np.dtype, values: Any) -> Array:  # type: ignore[type-arg]
+    """A repeated number field as an array of ``dtype`` (protobuf's containers convert at C
+    speed: ~0.2 ms for 1M floats, against ~30 ms value by value)."""
+    if dtype == np.float16:
+        return np.asarray(values, dtype=np.float32).astype(np.float16)
+    return np.asarray(values, dtype=dtype)
 
 
 def _response_shape(binding: _Binding, response: Message) -> tuple[int, ...]:
@@ -593,6 +670,7 @@ def _bind(bindings: tuple[_Binding, ...], descriptor: Any) -> tuple[_Binding, ..
                 binding.scalar,
                 shape_field,
                 binding.string,
+                _packed(field),
             )
         )
     if at != len(fields):
@@ -637,9 +715,19 @@ def _field_bindings(descriptor: Any) -> tuple[_Binding, ...]:
                 batched=True,
                 scalar=scalar,
                 string=field.type == _F.TYPE_STRING,
+                packed=_packed(field),
             )
         )
     return tuple(bindings)
+
+
+#: The field types whose packed values are plain little-endian numbers.
+_PACKED_DTYPES = {_F.TYPE_FLOAT: "<f4", _F.TYPE_DOUBLE: "<f8"}
+
+
+def _packed(field: Any) -> tuple[int, str] | None:
+    dtype = _PACKED_DTYPES.get(field.type)
+    return None if dtype is None or not field.is_repeated else (field.number, dtype)
 
 
 def _is_map(field: FieldDescriptor) -> bool:
