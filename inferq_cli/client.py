@@ -132,18 +132,33 @@ def add_model_verbs(models: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Sends one prediction and waits up to ``--wait`` for its result; a model whose worker
-    is still starting (503, just deployed) is asked again until then."""
+    """Sends one prediction (through `inferq_client`) and waits up to ``--wait`` for its
+    result; a model whose worker is still starting (503, just deployed) is asked again until
+    then. Prints the task, or the error; exits 0 only if the task succeeded."""
+    import httpx  # here: the other commands (the gateway, the workers) need none of it
+
+    from inferq.errors import InferqError
+    from inferq_client import Client
+
     give_up = time.monotonic() + args.wait
-    while True:
-        left = max(0.0, give_up - time.monotonic())
-        url = f"{args.url}/predict/{_quote(args.model)}?wait={min(left, 30):.1f}"
-        status, body = _http("POST", url, args.json.encode())
-        if status != 503 or time.monotonic() + 0.5 > give_up:
-            break
-        time.sleep(0.5)
-    print(json.dumps(body, indent=2))
-    return 0 if status == 200 and body.get("status") == "succeeded" else 1
+    with Client(args.url) as gateway:
+        while True:
+            try:
+                task = gateway.predict(
+                    args.model, args.json, wait=max(0.0, give_up - time.monotonic())
+                )
+                break
+            except InferqError as error:
+                if error.status_code != 503 or time.monotonic() + 0.5 > give_up:
+                    print(json.dumps(error.to_json(), indent=2))
+                    return 1
+                time.sleep(0.5)
+            except httpx.TransportError as error:
+                raise SystemExit(
+                    f"inferq: cannot reach the gateway at {args.url}: {error}"
+                ) from None
+    print(json.dumps(task.view, indent=2))
+    return 0 if task.succeeded else 1
 
 
 def _version_ref(ref: str) -> tuple[str, int]:

@@ -1,8 +1,9 @@
 """Which package may import which, read from the source (every import statement, at module
 level or inside a function). The kernel (`inferq`) and the wire format (`proto`) are at the
 bottom; the registry on them; the gateway and the workers on the registry, never on each
-other; the entry points (`inferq_cli`) above the roles they start. Only the test suite and
-the load-testing harness import the test suite or the harness."""
+other; the entry points (`inferq_cli`) above the roles they start; the Python client
+(`inferq_client`) on the kernel alone. Only the test suite and the load-testing harness import
+the test suite or the harness."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ ALLOWED: dict[str, set[str]] = {
     "catalog": {"inferq", "proto"},
     "workers": {"inferq", "model_registry", "catalog", "proto"},
     "api_service": {"inferq", "model_registry", "catalog", "proto"},
-    "inferq_cli": ROLES,
+    # The Python client: the gateway's API from outside, with the kernel's errors.
+    "inferq_client": {"inferq"},
+    "inferq_cli": ROLES | {"inferq_client"},
     # A user's models, as their author writes them; the wire-format study.
     "examples": {"inferq", "proto", "workers"},
     "serialization_type_test": {"inferq", "proto"},
-    "load_testing": ROLES | {"inferq_cli", "examples", "tests"},
-    "tests": ROLES | {"inferq_cli", "examples", "serialization_type_test", "load_testing"},
+    "load_testing": ROLES | {"inferq_cli", "inferq_client", "examples", "tests"},
+    "tests": ROLES
+    | {"inferq_cli", "inferq_client", "examples", "serialization_type_test", "load_testing"},
 }
 
 
