@@ -3,6 +3,9 @@ and its handle, stream over the WebSocket, the gateway's errors as inferq's clas
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -14,7 +17,7 @@ from inferq.tasks.state import TaskStatus
 from inferq_client import AsyncClient, Client, TaskFailed
 from proto import models_pb2
 from tests.conftest import make_stack
-from tests.stack import Stack
+from tests.stack import ROOT, Stack
 
 
 @pytest.fixture
@@ -109,3 +112,33 @@ def test_a_task_still_pending_or_failed_says_so(sleep_stack: Stack) -> None:
         with pytest.raises(TaskFailed) as raised:
             failed.output()
         assert raised.value.error_type == "ValueError" and "ms must be" in raised.value.message
+
+
+def section_code(heading: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    return code
+
+
+@pytest.mark.parametrize(
+    ("heading", "printed"),
+    [
+        (
+            "WebSocket API",
+            "['Processed message: m0', 'Processed message: m1', 'Processed message: m2']\n",
+        ),
+        (
+            "Python client",
+            "{'reply': 'Processed message: hi'}\n{'reply': 'Processed message: later'}\n"
+            "['Processed message: x', 'Processed message: x']\n",
+        ),
+    ],
+)
+def test_the_readme_examples_run(shared_stack: Stack, heading: str, printed: str) -> None:
+    host = shared_stack.url.removeprefix("http://")
+    code = section_code(heading).replace("127.0.0.1:8000", host)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(compile(code, "README.md", "exec"), {})
+    assert output.getvalue() == printed
