@@ -27,8 +27,9 @@ from tests.stack import ROOT, Stack
 DIGITS = ROOT / "workers" / "models" / "weights" / "digits.onnx"
 PIXELS = np.random.default_rng(16).random((3, 64), dtype=np.float32)
 HOUSES = [(31.0, 2, "Paris"), (64.5, 5, "Lyon"), (22.0, 1, "Nice")]
-#: Below what a 1000-row JSON tensor needs, above INFERQ_MAX_BODY_BYTES (1 MiB).
-OIP_MAX_BODY_BYTES = 3_000_000
+#: Above a 1M-float tensor in binary and INFERQ_MAX_BODY_BYTES (1 MiB).
+OIP_MAX_BODY_BYTES = 8_000_000
+MILLION = 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "digits": DIGITS.read_bytes(),
             "houses": onnx_graphs.pipeline(),
             "sums": onnx_graphs.row_sums_graph(),
+            "doubler": onnx_graphs.doubler(width=MILLION),
         }
         for name, onnx_file in uploads.items():
             answer = httpx.post(
@@ -54,7 +56,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         httpx.put(f"{stack.url}/models/digits/aliases/live", json={"version": 1}).raise_for_status()
         workers = [stack.start_worker(f"onnx:{name}@1") for name in uploads]
         workers += [stack.start_worker(name) for name in ("model_a", "model_b", "sleep")]
-        for model in ("digits@1", "houses@1", "sums@1", "model_a", "model_b", "sleep"):
+        for model in ("digits@1", "houses@1", "sums@1", "doubler@1", "model_a", "model_b", "sleep"):
             stack.wait_live(model, timeout=60, watch=workers)
         yield stack
 
@@ -255,6 +257,16 @@ def test_a_large_body_is_taken_up_to_the_oip_limit(
     answer = httpx.post(f"{gateway.url}/v2/models/digits/infer", content=too_big, timeout=60)
     assert answer.status_code == 413
     assert "INFERQ_OIP_MAX_BODY_BYTES" in answer.json()["error"]
+
+
+def test_a_million_floats_through_the_binary_extension(
+    client: triton.InferenceServerClient,
+) -> None:
+    x = np.random.default_rng(7).random((1, MILLION), dtype=np.float32)
+    result = client.infer(
+        "doubler", [tensor("x", x, "FP32", True)], outputs=outputs("y", binary=True)
+    )
+    np.testing.assert_array_equal(result.as_numpy("y"), 2 * x)
 
 
 # --- the asynchronous form ----------------------------------------------------------------
