@@ -53,16 +53,24 @@ class Door(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authenticate: Authenticate, access_log: bool) -> None:
         self.authenticate = authenticate
         self.access_log = access_log
+        # Each served method's handler, wrapped once (grpc asks for it on every call).
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:  # no such method: grpc answers UNIMPLEMENTED
-            return None
         method: str = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None:  # no such method: grpc answers UNIMPLEMENTED (not kept)
+                return None
+            wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
