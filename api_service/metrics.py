@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 REQUESTS = Counter(
     "inferq_gateway_requests_total",
-    "Requests answered, by door: http (status: the HTTP status) or grpc (route: the method, "
-    "status: the gRPC status code's name)",
+    "Requests answered, by door: http (status: the HTTP status), grpc (route: the method, "
+    "status: the gRPC status code's name) or websocket (one per prediction; status: the HTTP "
+    "status of its error, 499 if the client left first)",
     ["door", "route", "model", "status"],
 )
 REQUEST_SECONDS = Histogram(

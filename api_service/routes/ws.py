@@ -20,7 +20,9 @@ Errors that end the socket close it with 4000 + the error's HTTP status
 (`inferq.errors.websocket_close`): 4413 for a frame over ``INFERQ_MAX_BODY_BYTES``, 4422 after
 `MAX_UNREADABLE` unreadable frames in a row (protocol abuse); a refused caller gets the HTTP
 error answer to its handshake (`api_service.front_door`). Tasks still unanswered when the
-client goes away stay queued and end as usual; only their waiting here stops.
+client goes away stay queued and end as usual; only their waiting here stops. Each prediction
+is a server span continuing the handshake's ``traceparent`` and is counted as a request of the
+``websocket`` door.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -49,6 +51,7 @@ from inferq.errors import (
     websocket_close,
     websocket_frame,
 )
+from inferq.tracing import server_span
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class PredictionSocket:
         self.websocket = websocket
         self.gateway = gateway
         self.caller = websocket.scope.get("state", {}).get("caller")
+        self.headers = {k: v for k, v in websocket.headers.items() if k == "traceparent"}
         self.max_in_flight = gateway.settings.ws_max_in_flight
         self.max_frame_bytes = gateway.settings.max_body_bytes
         self.in_flight: dict[Any, asyncio.Task[None]] = {}  # by the client's id
@@ -139,6 +143,18 @@ class PredictionSocket:
 
     async def _predict(self, frame_id: Any, request: PredictRequest) -> None:
         started = time.perf_counter()
+        status = 499  # nginx's "client closed": the socket ended first (its tasks run on)
+        try:
+            # A span per prediction, continuing the trace the handshake named (traceparent).
+            with server_span(f"WS {ROUTE}", self.headers, model=request.model) as span:
+                request = replace(request, trace_context=span.trace_context)
+                status = await self._answer(frame_id, request)
+        finally:
+            seconds = time.perf_counter() - started
+            record_request(ROUTE, request.model, status, seconds, door="websocket")
+
+    async def _answer(self, frame_id: Any, request: PredictRequest) -> int:
+        """Submits, answers accepted then the result (or the error); the status to count."""
         status = 200
         try:
             answer = await self.gateway.predict(request)
@@ -148,17 +164,14 @@ class PredictionSocket:
             await self._send(
                 {"type": "result", "id": frame_id, "task_id": answer.task_id, "task": answer.view()}
             )
-        except (WebSocketDisconnect, asyncio.CancelledError) as gone:
-            status = 499  # the client went away (nginx's code): its tasks end all the same
-            if isinstance(gone, asyncio.CancelledError):
-                raise
+        except WebSocketDisconnect:  # the client went away
+            status = 499
         except Exception as error:  # noqa: BLE001 - every error gets its error frame
             error = _known(error)
             status = error.status_code
             with contextlib.suppress(Exception):  # the client may have gone
                 await self._send(websocket_frame(error, frame_id))
-        finally:
-            record_request(ROUTE, request.model, status, time.perf_counter() - started)
+        return status
 
     async def _send(self, frame: dict[str, Any]) -> None:
         payload = orjson.dumps(frame, option=orjson.OPT_SERIALIZE_NUMPY).decode()

@@ -82,6 +82,27 @@ async def test_many_predictions_in_flight_on_one_socket(
             assert result["task"]["result"] == native.json()["result"]
 
 
+async def test_each_prediction_is_counted_and_joins_the_handshakes_trace(
+    shared_stack: Stack,
+) -> None:
+    series = {"door": "websocket", "route": "/ws", "model": "model_a"}
+    before = shared_stack.metric("inferq_gateway_requests_total", **series, status="200")
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    traceparent = f"00-{trace_id}-b7ad6b7169203331-01"
+    url = ws_url(shared_stack)
+    async with websockets.connect(url, additional_headers={"traceparent": traceparent}) as socket:
+        for i in range(3):
+            await send(socket, {"id": i, "model": "model_a", "input": {"data": "counted"}})
+        found = await answers(socket, {0, 1, 2})
+    after = shared_stack.metric("inferq_gateway_requests_total", **series, status="200")
+    assert after == before + 3
+    async with httpx.AsyncClient(base_url=shared_stack.url) as client:
+        task = (await client.get(f"/tasks/{found[0][-1]['task_id']}")).json()
+    assert task["status"] == "succeeded"
+    lines = shared_stack.logs(tail=1_000_000).splitlines()  # the worker's line names the trace
+    assert any(task["task_id"] in line and trace_id in line for line in lines)
+
+
 async def test_a_bad_frame_gets_its_error_frame_and_the_socket_goes_on(
     socket: ClientConnection,
 ) -> None:
