@@ -143,19 +143,26 @@ class Door(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 status = grpc.StatusCode.CANCELLED
                 raise
             finally:
-                self._record(method, request, status, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                record_request(method, _model_of(request), status.name, seconds, door="grpc")
+                if self.access_log or status is grpc.StatusCode.INTERNAL:
+                    self._log(method, status, seconds, span.trace_context)
 
-    def _record(self, method: str, request: Any, status: grpc.StatusCode, seconds: float) -> None:
-        record_request(method, _model_of(request), status.name, seconds, door="grpc")
-        if self.access_log or status is grpc.StatusCode.INTERNAL:
-            duration_ms = round(seconds * 1000, 3)
-            logger.info(
-                "grpc %s %s in %.1f ms",
-                method,
-                status.name,
-                duration_ms,
-                extra={"grpc_status": status.name, "duration_ms": duration_ms},
-            )
+    def _log(
+        self, method: str, status: grpc.StatusCode, seconds: float, trace: dict[str, str]
+    ) -> None:
+        duration_ms = round(seconds * 1000, 3)
+        logger.info(
+            "grpc %s %s in %.1f ms",
+            method,
+            status.name,
+            duration_ms,
+            extra={
+                "grpc_status": status.name,
+                "duration_ms": duration_ms,
+                "trace_id": trace["traceparent"][3:35],
+            },
+        )
 
 
 def _scope(method: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:

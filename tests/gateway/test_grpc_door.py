@@ -52,6 +52,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
 
 
 KEY = (("authorization", "Bearer let-me-in"),)
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 async def call_who(channel: grpc.aio.Channel, body: bytes, **kwargs: Any) -> bytes:
@@ -83,8 +84,9 @@ async def test_errors_get_the_tables_codes_and_calls_are_logged(
     channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="api_service.access"):
+        traceparent = f"00-{TRACE_ID}-{'1' * 16}-01"
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await call_who(channel, b"bad", metadata=KEY)
+            await call_who(channel, b"bad", metadata=(*KEY, ("traceparent", traceparent)))
         assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert raised.value.details() == "bad request"
         with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -97,3 +99,5 @@ async def test_errors_get_the_tables_codes_and_calls_are_logged(
         "grpc /test.Door/Who INTERNAL",
     ]
     assert any("error serving gRPC /test.Door/Who" in r.getMessage() for r in caplog.records)
+    first = next(r for r in caplog.records if r.getMessage().startswith("grpc "))
+    assert first.trace_id == TRACE_ID  # type: ignore[attr-defined]  # the caller's trace
