@@ -412,3 +412,10 @@ def _accepted(submitted: Submitted) -> JSONResponse:
     if len(submitted.tasks) == 1:
         headers["Location"] = f"/tasks/{submitted.tasks[0].task_id}"
     return JSONResponse(doc, status_code=202, headers=headers)
+
+
+# Registered last: routes match in order.
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
+async def unknown(path: str) -> JSONResponse:
+    """Any other path under /v2: the protocol's 404 (not FastAPI's)."""
+    return JSONResponse({"error": f"no endpoint /v2/{path}"}, status_code=404)

@@ -150,6 +150,30 @@ def test_model_ready_and_unknown_models(client: triton.InferenceServerClient) ->
         assert raised.value.status() == "404"
 
 
+def test_a_version_no_worker_serves(gateway: Stack, client: triton.InferenceServerClient) -> None:
+    upload = httpx.post(
+        f"{gateway.url}/models/idle/versions",
+        files={"file": ("idle.onnx", onnx_graphs.doubler(width=4))},
+        timeout=60,
+    )
+    assert upload.status_code == 201, upload.text
+    assert not client.is_model_ready("idle")
+    metadata = client.get_model_metadata("idle", "1")  # from the catalog's signature
+    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    x = np.ones((1, 4), np.float32)
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("idle", [tensor("x", x, "FP32", False)])
+    assert raised.value.status() == "503"
+    assert "deploy" in raised.value.message()
+
+
+def test_other_paths_get_the_protocols_404(gateway: Stack) -> None:
+    for method, path in (("GET", "/v2/repository/index"), ("POST", "/v2/models/a/b/infer")):
+        answer = httpx.request(method, f"{gateway.url}{path}")
+        assert answer.status_code == 404
+        assert isinstance(answer.json()["error"], str)
+
+
 # --- infer --------------------------------------------------------------------------------
 
 
