@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
 from api_service.core.gateway import Caller, Gateway, PredictRequest
 from api_service.metrics import record_request
@@ -91,7 +91,7 @@ class PredictionSocket:
                     return
                 if await self._on_frame(message) is False:
                     return
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, WebSocketDisconnected):  # gone while answered
             return
         finally:
             for task in self.in_flight.values():
@@ -164,7 +164,7 @@ class PredictionSocket:
             await self._send(
                 {"type": "result", "id": frame_id, "task_id": answer.task_id, "task": answer.view()}
             )
-        except WebSocketDisconnect:  # the client went away
+        except (WebSocketDisconnect, WebSocketDisconnected):  # the client went away
             status = 499
         except Exception as error:  # noqa: BLE001 - every error gets its error frame
             error = _known(error)
