@@ -29,6 +29,7 @@ unknown model, and the hierarchy's status for the rest (`inferq.errors`).
 from __future__ import annotations
 
 import weakref
+import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,13 @@ from api_service.core.oip import InferRequest, InferResponse, OpenInference, Sub
 from api_service.core.tensors import Tensor, tensor_from_bytes, tensor_from_values
 from api_service.errors import error_response
 from api_service.responses import JSONResponse
-from inferq.errors import BodyTooLarge, InferqError, InvalidRequest, ModelNotFound
+from inferq.errors import (
+    BodyTooLarge,
+    InferqError,
+    InvalidRequest,
+    ModelNotFound,
+    UnsupportedMediaType,
+)
 from inferq.settings import GatewaySettings
 from inferq.tracing import inject
 
@@ -209,6 +216,22 @@ async def _read_all(
     return b"".join(parts)
 
 
+def _decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body (Triton's clients compress on request), inflated to at most
+    ``limit`` bytes."""
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: send gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise InvalidRequest(f"the body is not valid {encoding}: {error}") from None
+    if len(plain) > limit:
+        raise BodyTooLarge(_too_large(" once inflated", limit))
+    return plain
+
+
 def _model_version(param: str) -> tuple[str, str | None]:
     """``digits`` or ``digits/versions/3`` (the hot route's path parameter)."""
     model, _, rest = param.partition("/")
@@ -231,6 +254,9 @@ async def infer_answer(
 ) -> Response:
     """The answer to an infer request's body: the outputs (JSON, or JSON and binary data), or,
     with ``Prefer: respond-async``, the 202 naming the tasks."""
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        body = _decompressed(body, encoding, oip.gateway.settings.oip_max_body_bytes)
     parsed = _parse(body, headers.get(HEADER_LENGTH))
     timeout_us = parsed.params.get("timeout")
     if timeout_us is not None and (

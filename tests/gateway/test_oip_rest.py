@@ -8,6 +8,7 @@ with the native ``POST /predict/{model}?wait=`` path's; bad tensors get the prot
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import re
@@ -199,6 +200,31 @@ def test_infer_gives_the_native_results(
     response = result.get_response()
     assert response["model_name"] == model
     assert response["model_version"] == "1"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_a_compressed_request(
+    gateway: Stack, client: triton.InferenceServerClient, compression: str
+) -> None:
+    result = client.infer(
+        "digits",
+        [tensor("pixels", PIXELS[:1], "FP32", True)],
+        request_compression_algorithm=compression,
+    )
+    expected = native(gateway, "digits@1", {"pixels": PIXELS[0].tolist()})
+    assert result.as_numpy("label").tolist() == [int(expected["label"])]
+
+
+def test_bad_or_swelling_compressed_bodies(gateway: Stack) -> None:
+    url = f"{gateway.url}/v2/models/digits/infer"
+    answer = httpx.post(url, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 400
+    bomb = gzip.compress(b" " * (OIP_MAX_BODY_BYTES + 1))
+    answer = httpx.post(url, content=bomb, headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 413
+    assert "inflated" in answer.json()["error"]
+    answer = httpx.post(url, content=b"{}", headers={"Content-Encoding": "br"})
+    assert answer.status_code == 415
 
 
 def test_infer_with_no_outputs_named_answers_all_in_binary(
