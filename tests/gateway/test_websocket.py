@@ -220,6 +220,10 @@ async def test_a_client_that_goes_away_mid_flight_leaves_the_gateway_healthy(
             task = (await client.get(f"/tasks/{frame['task_id']}", params={"wait": 10})).json()
             assert task["status"] == "succeeded", task
         assert (await client.get("/readyz")).status_code == 200
+    for _ in range(5):  # gone while its answers are being sent
+        async with websockets.connect(ws_url(limited_stack)) as socket:
+            for i in range(3):
+                await send(socket, sleep_frame(i, 0))
     async with websockets.connect(ws_url(limited_stack)) as socket:
         for i in range(3):  # the limit is the new socket's own
             await send(socket, sleep_frame(i, 10))
