@@ -215,6 +215,8 @@ class OpenInference:
 
     async def _resolve(self, model: str, version: str | None) -> _Served:
         gateway = self.gateway
+        if version is not None and version.isdigit() and int(version) >= 2**63:
+            raise ModelNotFound(f"model {model!r} has no version {version}", model=model)
         if version is not None and "@" not in model:
             # A class model has the one version its workers registered.
             entry = await gateway.live_models.get(model)

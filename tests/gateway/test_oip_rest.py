@@ -145,7 +145,8 @@ def test_model_ready_and_unknown_models(client: triton.InferenceServerClient) ->
     assert client.is_model_ready("digits", "1")
     assert client.is_model_ready("model_b")
     assert not client.is_model_ready("no_such_model")
-    for model, version in (("no_such_model", ""), ("digits", "7"), ("model_b", "2")):
+    unknown = [("no_such_model", ""), ("digits", "7"), ("model_b", "2"), ("digits", "9" * 20)]
+    for model, version in unknown:
         with pytest.raises(InferenceServerException) as raised:
             client.get_model_metadata(model, version)
         assert raised.value.status() == "404"

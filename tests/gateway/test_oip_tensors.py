@@ -4,10 +4,13 @@ mapping of generic ONNX versions checked against the worker's own reading of the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api_service.core.tensors import (
     DATATYPES,
@@ -17,6 +20,7 @@ from api_service.core.tensors import (
     tensor_from_bytes,
     tensor_from_values,
 )
+from api_service.routes.v2 import _parse
 from catalog.signature import Signature, TensorSpec
 from inferq.errors import InvalidRequest
 from proto import models_pb2, task_pb2
@@ -185,3 +189,61 @@ def test_a_message_with_a_nested_message_or_map_does_not_map() -> None:
         InvalidRequest, match=r"tasks is a message \(inferq.TaskEnvelope\)|tasks is a message"
     ):
         class_tensors(models_pb2.ModelARequest, task_pb2.TaskBatch)
+
+
+DIGITS = Signature(
+    (TensorSpec("pixels", "float32", ("batch", 64)),), (TensorSpec("label", "int64", ("batch",)),)
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+FIELDS = st.sampled_from(["name", "datatype", "shape", "data", "parameters", "binary_data_size"])
+TENSOR = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["pixels", "x", 3]),
+        "datatype": st.sampled_from(["FP32", "INT64", "BYTES", "BOOL", "FP99", None]),
+        "shape": st.lists(st.integers(-2, 70), max_size=3) | JSON,
+    },
+    optional={
+        "data": st.lists(
+            st.floats(allow_nan=False) | st.integers() | st.text(max_size=2), max_size=70
+        )
+        | JSON,
+        "parameters": st.dictionaries(FIELDS, JSON | st.integers(-1, 300), max_size=2),
+    },
+)
+VALID = {"name": "pixels", "datatype": "FP32", "shape": [2, 64], "data": [0.5] * 128}
+#: A valid request with one thing changed: what a client's bug would send.
+NEAR = st.builds(
+    lambda key, value, rows: {"inputs": [{**VALID, "shape": [rows, 64], key: value}]},
+    st.sampled_from(["name", "datatype", "shape", "data", "parameters"]),
+    JSON | st.lists(st.integers(-1, 130), max_size=3),
+    st.integers(0, 3),
+)
+REQUEST = NEAR | st.fixed_dictionaries(
+    {"inputs": st.lists(TENSOR, max_size=3) | JSON},
+    optional={"outputs": JSON, "parameters": JSON, "id": JSON},
+)
+
+
+@given(doc=REQUEST, extra=st.binary(max_size=300), header_cut=st.integers(-5, 400) | st.none())
+@settings(max_examples=400, deadline=None)
+def test_no_request_body_raises_anything_but_invalid_request(
+    doc: Any, extra: bytes, header_cut: int | None
+) -> None:
+    header = json.dumps(doc).encode()
+    body = header + extra if header_cut is not None else header
+    length = None if header_cut is None else str(len(header) if header_cut > 300 else header_cut)
+    mapping = class_tensors(models_pb2.ModelBRequest, models_pb2.ModelBResponse)
+    messages = build_messages(DIGITS, "d", 1)
+    bound = onnx_tensors(DIGITS).bind(messages.request_type, messages.response_type)
+    try:
+        parsed = _parse(body, length)
+        for model in (mapping, bound):
+            model.request_bodies(parsed.inputs)
+    except InvalidRequest:
+        pass
