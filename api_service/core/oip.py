@@ -215,8 +215,6 @@ class OpenInference:
 
     async def _resolve(self, model: str, version: str | None) -> _Served:
         gateway = self.gateway
-        if version is not None and version.isdigit() and int(version) >= 2**63:
-            raise ModelNotFound(f"model {model!r} has no version {version}", model=model)
         if version is not None and "@" not in model:
             # A class model has the one version its workers registered.
             entry = await gateway.live_models.get(model)
@@ -228,6 +226,10 @@ class OpenInference:
                     )
                 return _Served(model, model, version, catalog=False)
         ref = model if version is None else f"{model}@{version}"
+        _, _, tail = ref.rpartition("@")
+        if tail.isdigit() and (not tail.isascii() or int(tail) >= 2**63):
+            # Digits the catalog cannot take as a version number ("²", past int64).
+            raise ModelNotFound(f"no model {ref!r}", model=model)
         served = await gateway.references.served_name(ref)
         name, at, number = served.partition("@")
         if at:

@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import schemathesis
 import tritonclient.http as triton
+from hypothesis import HealthCheck, given, settings
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import make_stack
@@ -518,3 +520,19 @@ def test_the_readme_example_runs(gateway: Stack) -> None:
     with contextlib.redirect_stdout(printed):
         exec(compile(code, "README.md", "exec"), {})
     assert re.fullmatch(r"\[\d \d\]\n", printed.getvalue())
+
+
+def test_no_generated_request_to_v2_answers_5xx(gateway: Stack) -> None:
+    api = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
+    operations = [result.ok() for result in api.get_all_operations()]  # type: ignore[union-attr]
+    operations = [o for o in operations if o.path.startswith("/v2")]
+    assert len(operations) == 9
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        def never_5xx(case: schemathesis.Case) -> None:
+            response = case.call(base_url=gateway.url, timeout=40)
+            assert response.status_code < 500, (case.method, case.formatted_path, response.text)
+
+        never_5xx()
