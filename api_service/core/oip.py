@@ -216,15 +216,12 @@ class OpenInference:
     async def _resolve(self, model: str, version: str | None) -> _Served:
         gateway = self.gateway
         if version is not None and "@" not in model:
-            # A class model has the one version its workers registered.
+            # A class model has the one version its workers registered; another version
+            # number is looked for in the catalog.
             entry = await gateway.live_models.get(model)
             if entry is not None and "@" not in entry.record.name:
-                if entry.record.version != version:
-                    raise ModelNotFound(
-                        f"model {model!r} has version {entry.record.version!r}, not {version!r}",
-                        model=model,
-                    )
-                return _Served(model, model, version, catalog=False)
+                if entry.record.version == version:
+                    return _Served(model, model, version, catalog=False)
         ref = model if version is None else f"{model}@{version}"
         _, _, tail = ref.rpartition("@")
         if tail.isdigit() and (not tail.isascii() or int(tail) >= 2**63):
