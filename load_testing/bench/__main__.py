@@ -14,6 +14,8 @@ measurements, each on real processes in a namespace of its own, with every answe
   changes smaller than the machine's drift; compare.json.
 - ``onnx``: issue 15's: the generic ONNX worker serving digits.onnx against model_b, in turns
   behind one gateway, and the time from upload to first prediction; onnx.json.
+- ``doors``: model_b through the native ``?wait=`` path, OIP REST and gRPC ModelInfer, in
+  turns, at 1 and 32 clients; a 1M-float tensor through each; doors.json.
 
 Each prints a table and PASS/FAIL against issue 4's targets. Exit status: 1 when an answer was
 wrong or a request failed; with ``--strict``, 2 when a target was missed.
@@ -27,12 +29,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from load_testing.bench import backlog, batching, compare, floors, onnx, report, scaleout
+from load_testing.bench import backlog, batching, compare, doors, floors, onnx, report, scaleout
 from load_testing.bench.loadgen import MODES
 from load_testing.bench.runner import BenchConfig, run_bench
 from load_testing.bench.stack import ROOT
 
-COMMANDS = ("baseline", "batching", "scaleout", "backlog", "all", "floors", "compare", "onnx")
+COMMANDS = (
+    "baseline",
+    "batching",
+    "scaleout",
+    "backlog",
+    "all",
+    "floors",
+    "compare",
+    "onnx",
+    "doors",
+)
 
 
 def _ints(text: str) -> list[int]:
@@ -198,6 +210,18 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="INFERQ_HOST_POLL_S of the model host (default: the setting's, 2 s)",
     )
+
+    opened = doors.DoorsConfig()
+    p = command("doors", "native ?wait=, OIP REST and gRPC in turns; a 1M-float tensor", False)
+    p.add_argument("--clients", type=_ints, default=opened.clients, help="(default 1,32)")
+    p.add_argument("--rounds", type=int, default=opened.rounds, help="turns of each (default 5)")
+    p.add_argument("--window", type=float, default=opened.window_s, help="measured s per turn (3)")
+    p.add_argument("--warmup", type=float, default=opened.warmup_s, help="unmeasured s per turn")
+    p.add_argument(
+        "--grpc-channels", type=int, default=opened.grpc_channels, help="shared by gRPC clients (8)"
+    )
+    p.add_argument("--big-width", type=int, default=opened.big_width, help="floats (1M; 0: none)")
+    p.add_argument("--big-repeats", type=int, default=opened.big_repeats, help="(default 5)")
     return parser
 
 
@@ -215,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "floors": [_floors],
         "compare": [_compare],
         "onnx": [_onnx],
+        "doors": [_doors],
     }
     clean, passed = True, True
     for run in runs[args.command]:
@@ -322,6 +347,26 @@ def _onnx(args: argparse.Namespace) -> tuple[bool, bool]:
     print(onnx.format_targets(result["targets"]))
     print(f"\nwrote {config.out / 'onnx.json'}")
     return result["summary"]["errors"] == 0, all(c["passed"] for c in result["targets"])
+
+
+def _doors(args: argparse.Namespace) -> tuple[bool, bool]:
+    config = doors.DoorsConfig(
+        clients=args.clients,
+        rounds=args.rounds,
+        window_s=args.window,
+        warmup_s=args.warmup,
+        grpc_channels=args.grpc_channels,
+        big_width=args.big_width,
+        big_repeats=args.big_repeats,
+        out=args.out,
+    )
+    result = doors.run_doors(config, say=say)
+    print()
+    print(doors.format_report(result))
+    print(doors.format_targets(result["targets"]))
+    print(f"\nwrote {config.out / 'doors.json'}")
+    clean = result["summary"]["errors"] == 0 and not (result["big"] or {}).get("errors")
+    return clean, all(c["passed"] for c in result["targets"])
 
 
 def _show(result: dict[str, Any], table: str, legend: str) -> None:

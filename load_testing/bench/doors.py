@@ -1,0 +1,599 @@
+"""``python -m load_testing.bench doors``: issue 16's benchmark. One gateway and one model_b
+worker; at each client count (1, 32) the same closed-loop clients and digits through three
+doors, measured in turns (native, OIP REST, gRPC, then the reverse order, round after round)
+so the host's drift falls on all alike:
+
+- ``native``: ``POST /predict/model_b?wait=10`` with ``{"pixels": [64 floats]}`` (the
+  baseline; aiohttp, one connection per client, as `load_testing.bench.loadgen`);
+- ``rest``: ``POST /v2/models/model_b/infer`` with a JSON tensor ``pixels`` FP32 [1, 64];
+- ``grpc``: ``inference.GRPCInferenceService/ModelInfer`` with ``raw_input_contents``
+  (grpc.aio and the generated stubs; the clients share ``grpc_channels`` channels, each one
+  HTTP/2 connection, round-robin).
+
+Every answer is checked (status, label = the digit's true label, 10 probabilities); an error
+is counted, never a completion. Targets: rest/native and grpc/native throughput >= 0.9 (the
+median of the rounds; issue 16 aims at >= 1 for gRPC).
+
+Then a tensor of ``big_width`` (1M) FP32 values through a generic ONNX graph uploaded as
+``doubler`` (y = 2x, input ``x`` [batch, N]; ``inferq worker onnx:doubler@1``): OIP REST with
+the binary extension, gRPC raw contents, OIP REST JSON and native JSON, each timed end to end
+at the client (encode, send, wait, read, decode, the answer checked equal to 2x), in turns,
+``big_repeats`` times; medians, and each door's time over OIP JSON's. Writes doors.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import httpx
+import numpy as np
+import orjson
+import uvloop
+from onnx import TensorProto, helper, numpy_helper
+
+from load_testing.bench import report
+from load_testing.bench.measure import Context, Say, cpu_probe, cpu_usage
+from load_testing.bench.stack import START_TIMEOUT_S, STOP_TIMEOUT_S, System
+from load_testing.bench.workloads import AnswerError
+from load_testing.processes import Popen
+from load_testing.samples import Digits
+from proto import grpc_predict_v2_pb2 as pb
+from proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+DOORS = ("native", "rest", "grpc")
+BIG_DOORS = ("rest_binary", "grpc_raw", "rest_json", "native_json")
+MIN_RATIO = {"rest": 0.9, "grpc": 0.9}
+AIM_RATIO = {"rest": 0.9, "grpc": 1.0}
+MODEL = "model_b"
+BIG = "doubler"  # the catalog name of the 1M-float graph
+WAIT_S = 10.0
+BIG_TIMEOUT_S = 120.0
+BIG_WAIT_S = 30.0  # the most a `?wait=` may hold (INFERQ_MAX_WAIT_S)
+#: Bodies of a 1M-float tensor as JSON are ~20 MB; native ``POST /predict`` is limited by
+#: INFERQ_MAX_BODY_BYTES (1 MiB by default), OIP infer by INFERQ_OIP_MAX_BODY_BYTES (64 MiB).
+MAX_BODY_BYTES = 128 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_BODY_BYTES),
+    ("grpc.max_receive_message_length", MAX_BODY_BYTES),
+]
+ERROR_PAUSE_S = 0.01
+JSON_HEADERS = {"Content-Type": "application/json"}
+#: Raw contents of the datatypes model_b answers (its label is an int32 field).
+RAW_DTYPES = {"INT32": "<i4", "INT64": "<i8", "FP32": "<f4"}
+
+
+@dataclass
+class DoorsConfig:
+    clients: list[int] = field(default_factory=lambda: [1, 32])
+    rounds: int = 5  # each: every door once, at every client count
+    window_s: float = 3.0
+    warmup_s: float = 1.0
+    grpc_channels: int = 8  # shared by the gRPC clients, round-robin (at most one each)
+    big_width: int = 1_000_000  # floats in the big tensor (0: no big-tensor part)
+    big_repeats: int = 5
+    out: Path = Path("load_testing/results/bench")
+
+
+class DoorsStack(System):
+    """A gateway (model changes from loopback, bodies up to `MAX_BODY_BYTES` on every door), a
+    model_b worker and, with ``big_width``, a generic worker of the doubler graph."""
+
+    system = "inferq"
+
+    def __init__(self, log_dir: Path, big_width: int) -> None:
+        env = {
+            "INFERQ_MODEL_CHANGES": "loopback",
+            "INFERQ_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            "INFERQ_OIP_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            "INFERQ_GRPC_MAX_MESSAGE_BYTES": str(MAX_BODY_BYTES),
+        }
+        super().__init__(f"bench-{os.urandom(4).hex()}", log_dir, env=env)
+        self.big_width = big_width
+        self.workers: dict[str, Popen] = {}
+        self.big_ref = ""
+
+    def start(self) -> None:
+        (self.log_dir / "catalog.db").unlink(missing_ok=True)
+        self.start_gateway(START_TIMEOUT_S)
+        self.workers["worker"] = self.start_worker(MODEL)
+        if self.big_width:
+            answer = httpx.post(
+                f"{self.url}/models/{BIG}/versions",
+                content=doubler_graph(self.big_width),
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=60,
+            )
+            if answer.status_code != 201:
+                raise RuntimeError(f"upload answered {answer.status_code}: {answer.text}")
+            self.big_ref = answer.json()["ref"]
+            self.workers["worker-big"] = self.start_worker(f"onnx:{self.big_ref}")
+            self.wait_live(self.big_ref, 1, START_TIMEOUT_S, self.processes)
+        self.wait_live(MODEL, 1, START_TIMEOUT_S, self.processes)
+
+    def pids(self) -> dict[str, int]:
+        return {"gateway": self.processes[0].pid, **{k: p.pid for k, p in self.workers.items()}}
+
+    def close(self, models: Any = (), grace_s: float = STOP_TIMEOUT_S) -> None:
+        super().close([MODEL, *([self.big_ref] if self.big_ref else []), *models], grace_s)
+
+
+def doubler_graph(width: int) -> bytes:
+    """y = 2x, x and y FP32 [batch, width]."""
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "doubler",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [two],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return bytes(model.SerializeToString())
+
+
+# --- the requests of each door, encoded once ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Digit:
+    label: int
+    native: bytes  # {"pixels": [...]}
+    rest: bytes  # an OIP infer request, JSON tensor
+    grpc: pb.ModelInferRequest  # raw contents
+
+
+def digits(limit: int = 512) -> list[Digit]:
+    """The digits model_b is known to classify right (`workloads.correct_samples`)."""
+    data = Digits()
+    out = []
+    for pixels, label in zip(data.pixels[:limit], data.labels[:limit], strict=True):
+        tensor = {"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": pixels}
+        request = pb.ModelInferRequest(model_name=MODEL)
+        request.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])
+        request.raw_input_contents.append(np.asarray(pixels, "<f4").tobytes())
+        out.append(
+            Digit(
+                int(label),
+                orjson.dumps({"pixels": pixels}),
+                orjson.dumps({"inputs": [tensor]}),
+                request,
+            )
+        )
+    return out
+
+
+def check_label(label: Any, probabilities: Any, digit: Digit) -> None:
+    if label is None or int(label) != digit.label:
+        raise AnswerError("wrong label")
+    if probabilities is None or len(probabilities) != 10:
+        raise AnswerError("bad probabilities")
+
+
+def check_native(status: int, view: dict[str, Any], digit: Digit) -> None:
+    if status != 200:
+        raise AnswerError(f"HTTP {status}")
+    if view.get("status") != "succeeded":
+        raise AnswerError(f"task {view.get('status')}")
+    result = view.get("result") or {}
+    check_label(result.get("label"), result.get("probabilities"), digit)
+
+
+def check_rest(status: int, answer: dict[str, Any], digit: Digit) -> None:
+    if status != 200:
+        raise AnswerError(f"HTTP {status}")
+    outputs = {o.get("name"): o for o in answer.get("outputs") or []}
+    labels = (outputs.get("label") or {}).get("data") or [None]
+    probabilities = (outputs.get("probabilities") or {}).get("data")
+    check_label(labels[0], probabilities, digit)
+
+
+def check_grpc(answer: pb.ModelInferResponse, digit: Digit) -> None:
+    raw = {
+        o.name: np.frombuffer(data, RAW_DTYPES.get(o.datatype, "V1"))
+        for o, data in zip(answer.outputs, answer.raw_output_contents, strict=False)
+    }
+    labels = raw.get("label")
+    label = labels[0] if labels is not None and labels.size == 1 else None
+    check_label(label, raw.get("probabilities"), digit)
+
+
+# --- one closed-loop run of one door --------------------------------------------------------
+
+Exchange = Callable[[Digit], Awaitable[None]]
+
+
+async def _exchanges(
+    door: str, url: str, grpc_target: str, clients: int, channels: int, stack: Any
+) -> list[Exchange]:
+    """One exchange per client, its connections entered on ``stack``."""
+    if door == "grpc":
+        opened = [
+            grpc.aio.insecure_channel(grpc_target, options=GRPC_OPTIONS)
+            for _ in range(max(1, min(channels, clients)))
+        ]
+        for channel in opened:
+            await stack.enter_async_context(channel)
+        stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in opened]
+
+        def grpc_exchange(stub: pb_grpc.GRPCInferenceServiceStub) -> Exchange:
+            async def exchange(digit: Digit) -> None:
+                check_grpc(await stub.ModelInfer(digit.grpc, timeout=WAIT_S), digit)
+
+            return exchange
+
+        return [grpc_exchange(stubs[i % len(stubs)]) for i in range(clients)]
+    session = await stack.enter_async_context(
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=clients, ttl_dns_cache=None),
+            timeout=aiohttp.ClientTimeout(total=WAIT_S + 60),
+            auto_decompress=False,
+        )
+    )
+    target = (
+        f"{url}/predict/{MODEL}?wait={WAIT_S:g}"
+        if door == "native"
+        else f"{url}/v2/models/{MODEL}/infer"
+    )
+    check = check_native if door == "native" else check_rest
+
+    async def http_exchange(digit: Digit) -> None:
+        body = digit.native if door == "native" else digit.rest
+        async with session.post(target, data=body, headers=JSON_HEADERS) as answer:
+            check(answer.status, orjson.loads(await answer.read()), digit)
+
+    return [http_exchange] * clients
+
+
+async def run_door(
+    door: str,
+    url: str,
+    grpc_target: str,
+    clients: int,
+    window_s: float,
+    warmup_s: float,
+    samples: list[Digit],
+    channels: int,
+    pids: dict[str, int],
+) -> dict[str, Any]:
+    """``clients`` closed-loop clients through ``door`` for a warm-up, then ``window_s``
+    measured: a request counts if it started after the warm-up and ended in the window."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    probes: list[Any] = []
+    async with contextlib.AsyncExitStack() as stack:
+        exchanges = await _exchanges(door, url, grpc_target, clients, channels, stack)
+        start = time.perf_counter()
+        window_start, window_end = start + warmup_s, start + warmup_s + window_s
+        stride = max(1, len(samples) // clients)
+
+        async def loop(index: int, exchange: Exchange) -> None:
+            n = index * stride
+            while (t0 := time.perf_counter()) < window_end:
+                digit = samples[n % len(samples)]
+                n += 1
+                try:
+                    await exchange(digit)
+                    error = None
+                except AnswerError as answer:
+                    error = str(answer)
+                except grpc.aio.AioRpcError as failure:
+                    error = f"gRPC {failure.code().name}"
+                except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as failure:
+                    error = type(failure).__name__
+                t1 = time.perf_counter()
+                if error is not None:
+                    errors[error] = errors.get(error, 0) + 1
+                    await asyncio.sleep(ERROR_PAUSE_S)
+                elif window_start <= t0 and t1 <= window_end:
+                    latencies.append(t1 - t0)
+
+        async def mark() -> None:
+            await asyncio.sleep(window_start - time.perf_counter())
+            probes.append(cpu_probe(pids))
+            await asyncio.sleep(window_end - time.perf_counter())
+            probes.append(cpu_probe(pids))
+
+        await asyncio.gather(mark(), *(loop(i, e) for i, e in enumerate(exchanges)))
+    lat_ms = np.asarray(latencies or [0.0]) * 1000
+    p50, p90, p99 = np.percentile(lat_ms, [50, 90, 99])
+    row = {
+        "door": door,
+        "clients": clients,
+        "completed": len(latencies),
+        "throughput_rps": len(latencies) / window_s,
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+    }
+    row.update(cpu_usage(probes[0], probes[1], window_s, len(latencies)))
+    return row
+
+
+# --- the 1M-float tensor --------------------------------------------------------------------
+
+
+def big_once(door: str, stack: DoorsStack, x: np.ndarray, channel: grpc.Channel) -> float:  # type: ignore[type-arg]
+    """Seconds for one request of ``x`` through ``door``, from encoding it to the checked,
+    decoded answer."""
+    model, version = stack.big_ref.split("@")
+    url = f"{stack.url}/v2/models/{model}/versions/{version}/infer"
+    started = time.perf_counter()
+    if door == "grpc_raw":
+        request = pb.ModelInferRequest(model_name=model, model_version=version)
+        request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+        request.raw_input_contents.append(x.astype("<f4").tobytes())
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        answer = stub.ModelInfer(request, timeout=BIG_TIMEOUT_S)
+        y = np.frombuffer(answer.raw_output_contents[0], "<f4")
+    elif door == "rest_binary":
+        data = x.astype("<f4").tobytes()
+        header = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "FP32",
+                        "shape": list(x.shape),
+                        "parameters": {"binary_data_size": len(data)},
+                    }
+                ],
+                "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+            }
+        )
+        response = httpx.post(
+            url,
+            content=header + data,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+            timeout=BIG_TIMEOUT_S,
+        )
+        if response.status_code != 200:
+            raise AnswerError(f"HTTP {response.status_code}: {response.text[:200]}")
+        length = int(response.headers["inference-header-content-length"])
+        head = json.loads(response.content[:length])
+        size = head["outputs"][0]["parameters"]["binary_data_size"]
+        y = np.frombuffer(response.content[length : length + size], "<f4")
+    elif door == "rest_json":
+        body = orjson.dumps(
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x}]},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        response = httpx.post(url, content=body, headers=JSON_HEADERS, timeout=BIG_TIMEOUT_S)
+        if response.status_code != 200:
+            raise AnswerError(f"HTTP {response.status_code}: {response.text[:200]}")
+        y = np.asarray(orjson.loads(response.content)["outputs"][0]["data"], np.float32)
+    else:  # native_json
+        body = orjson.dumps({"x": x[0]}, option=orjson.OPT_SERIALIZE_NUMPY)
+        response = httpx.post(
+            f"{stack.url}/predict/{stack.big_ref}?wait={BIG_WAIT_S:g}",
+            content=body,
+            headers=JSON_HEADERS,
+            timeout=BIG_TIMEOUT_S,
+        )
+        view = orjson.loads(response.content)
+        if response.status_code != 200 or view.get("status") != "succeeded":
+            raise AnswerError(f"HTTP {response.status_code}: {str(view)[:200]}")
+        y = np.asarray(view["result"]["y"], np.float32)
+    elapsed = time.perf_counter() - started
+    if not np.array_equal(y.reshape(x.shape), 2 * x):
+        raise AnswerError(f"{door}: the answer is not 2x")
+    return elapsed
+
+
+def run_big(stack: DoorsStack, config: DoorsConfig, say: Say) -> dict[str, Any]:
+    x = np.random.default_rng(16).random((1, config.big_width), dtype=np.float32)
+    times: dict[str, list[float]] = {door: [] for door in BIG_DOORS}
+    errors: dict[str, str] = {}
+    with grpc.insecure_channel(stack.grpc_target, options=GRPC_OPTIONS) as channel:
+        for door in BIG_DOORS:  # one unmeasured call each: the worker's first run, a connection
+            big_once(door, stack, x, channel)
+        for n in range(config.big_repeats):
+            order = BIG_DOORS if n % 2 == 0 else BIG_DOORS[::-1]
+            for door in order:
+                try:
+                    times[door].append(big_once(door, stack, x, channel))
+                except (AnswerError, grpc.RpcError, httpx.HTTPError, KeyError) as failure:
+                    errors[door] = str(failure)[:300]
+            say(
+                f"big tensor, repeat {n + 1}: "
+                + " ".join(f"{d} {times[d][-1] * 1000:.0f} ms" for d in BIG_DOORS if times[d])
+            )
+    medians = {d: statistics.median(t) for d, t in times.items() if t}
+    json_s = medians.get("rest_json")
+    return {
+        "width": config.big_width,
+        "bytes_fp32": 4 * config.big_width,
+        "times_s": times,
+        "median_s": medians,
+        "over_rest_json": {d: m / json_s for d, m in medians.items()} if json_s else {},
+        "errors": errors,
+    }
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def run_doors(config: DoorsConfig, say: Say = print) -> dict[str, Any]:
+    config.out.mkdir(parents=True, exist_ok=True)
+    context = Context.probe(say)
+    samples = digits()
+    rounds: list[dict[str, dict[str, Any]]] = []  # per round: "clients/door" -> row
+    big: dict[str, Any] = {}
+    with DoorsStack(config.out / "logs" / "doors", config.big_width) as stack:
+        pids = {**stack.pids(), "loadgen": os.getpid(), **context.services}
+        for n in range(config.rounds):
+            measured: dict[str, dict[str, Any]] = {}
+            for clients in config.clients:
+                order = DOORS if n % 2 == 0 else DOORS[::-1]
+                for door in order:
+                    row = uvloop.run(
+                        run_door(
+                            door,
+                            stack.url,
+                            stack.grpc_target,
+                            clients,
+                            config.window_s,
+                            config.warmup_s,
+                            samples,
+                            config.grpc_channels,
+                            pids,
+                        )
+                    )
+                    measured[f"{clients}/{door}"] = row
+                base = measured[f"{clients}/native"]["throughput_rps"]
+                say(
+                    f"round {n + 1}, {clients} client(s): "
+                    + " ".join(
+                        f"{d} {measured[f'{clients}/{d}']['throughput_rps']:.0f}/s" for d in DOORS
+                    )
+                    + " ("
+                    + " ".join(
+                        f"{d}/native {measured[f'{clients}/{d}']['throughput_rps'] / base:.3f}"
+                        for d in DOORS[1:]
+                    )
+                    + ")"
+                )
+            rounds.append(measured)
+        if config.big_width:
+            big = run_big(stack, config, say)
+    summary = summarize(rounds, config.clients)
+    result = {
+        **context.as_json(),
+        "config": {**asdict(config), "out": str(config.out)},
+        "rounds": rounds,
+        "summary": summary,
+        "big": big,
+        "targets": targets(summary),
+    }
+    report.write_json(result, config.out / "doors.json")
+    return result
+
+
+def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int]) -> dict[str, Any]:
+    """Per client count: each door's medians over the rounds, and door/native per round."""
+    summary: dict[str, Any] = {"errors": sum(r["errors"] for m in rounds for r in m.values())}
+    for clients in client_counts:
+        per: dict[str, Any] = {}
+        for door in DOORS:
+            rows = [m[f"{clients}/{door}"] for m in rounds]
+            per[door] = {
+                metric: statistics.median(r[metric] for r in rows)
+                for metric in ("throughput_rps", "p50_ms", "p99_ms")
+            }
+            for process in ("gateway", "worker", "loadgen"):
+                known = [
+                    v
+                    for r in rows
+                    if (v := r.get("cpu_ms_per_request", {}).get(process)) is not None
+                ]
+                per[door][f"{process}_cpu_ms"] = statistics.median(known) if known else None
+        for door in DOORS[1:]:
+            ratios = [
+                m[f"{clients}/{door}"]["throughput_rps"] / m[f"{clients}/native"]["throughput_rps"]
+                for m in rounds
+                if m[f"{clients}/native"]["throughput_rps"]
+            ]
+            per[door]["ratios"] = ratios
+            per[door]["ratio"] = statistics.median(ratios) if ratios else None
+            per[door]["ratio_range"] = [min(ratios), max(ratios)] if ratios else None
+        summary[str(clients)] = per
+    return summary
+
+
+def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    for key, per in summary.items():
+        if key == "errors":
+            continue
+        for door in DOORS[1:]:
+            ratio = per[door]["ratio"]
+            checks.append(
+                {
+                    "door": door,
+                    "clients": int(key),
+                    "value": None if ratio is None else round(ratio, 3),
+                    "target": f">= {MIN_RATIO[door]}",
+                    "aim": f">= {AIM_RATIO[door]}",
+                    "errors": summary["errors"],
+                    "passed": ratio is not None
+                    and ratio >= MIN_RATIO[door]
+                    and not summary["errors"],
+                }
+            )
+    return checks
+
+
+def format_report(result: dict[str, Any]) -> str:
+    s, c = result["summary"], result["config"]
+    lines = [
+        f"{len(result['rounds'])} rounds of {c['window_s']:g} s per door and client count "
+        f"(native, rest, grpc, then reversed); medians over the rounds; gRPC clients share "
+        f"{c['grpc_channels']} channel(s)",
+        f"{'door':<8}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x native':>10}"
+        f"{'range':>14}   CPU ms/request: gateway worker loadgen",
+    ]
+    for clients in c["clients"]:
+        per = s.get(str(clients))
+        if not per or not result["rounds"]:
+            continue
+        for door in DOORS:
+            row = per[door]
+            ratio = "1" if door == "native" else report.fixed(row["ratio"])
+            span = (
+                ""
+                if door == "native" or not row["ratio_range"]
+                else "{:.3f}-{:.3f}".format(*row["ratio_range"])
+            )
+            cpu = " ".join(_ms(row[f"{p}_cpu_ms"]) for p in ("gateway", "worker", "loadgen"))
+            lines.append(
+                f"{door:<8}{clients:>8}{row['throughput_rps']:>9.1f}{row['p50_ms']:>9.2f}"
+                f"{row['p99_ms']:>9.2f}{ratio:>10}{span:>14}   {cpu}"
+            )
+    busy = [r.get("other_busy_cores") or 0.0 for m in result["rounds"] for r in m.values()]
+    if busy:
+        lines.append(f"other processes' cores during the rounds: at most {max(busy):.2f}")
+    lines.append(f"errors: {s['errors']}")
+    if big := result["big"]:
+        lines += [
+            "",
+            f"a tensor of {big['width']} FP32 values (doubler, y = 2x), end to end at the "
+            f"client, median of {c['big_repeats']}:",
+        ]
+        for door in BIG_DOORS:
+            if door in big["median_s"]:
+                lines.append(
+                    f"  {door:<12}{big['median_s'][door] * 1000:>9.1f} ms"
+                    f"{big['over_rest_json'].get(door, 0):>8.3f}x OIP JSON   each: "
+                    + " ".join(f"{t * 1000:.0f}" for t in big["times_s"][door])
+                )
+        for door, error in big["errors"].items():
+            lines.append(f"  {door}: ERROR {error}")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_targets(checks: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{'PASS' if c['passed'] else 'FAIL'}  {c['door']}/native throughput, {c['clients']} "
+        f"client(s): {report.fixed(c['value'])} (target {c['target']}, aim {c['aim']}"
+        f"{', errors!' if c['errors'] else ''})"
+        for c in checks
+    )
