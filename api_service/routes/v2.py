@@ -31,7 +31,7 @@ from __future__ import annotations
 import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from fastapi import APIRouter, Request
@@ -96,8 +96,8 @@ def protocol_of(gateway: Gateway) -> OpenInference:
     """The gateway's `OpenInference` (it keeps the models' tensor mappings), made on first use
     and gone with the gateway."""
     oip = _PROTOCOLS.get(gateway)
-    if oip is None:
-        oip = _PROTOCOLS[gateway] = OpenInference(gateway)
+    if oip is None:  # through a proxy: a value holding its key would keep it alive
+        oip = _PROTOCOLS[gateway] = OpenInference(cast(Gateway, weakref.proxy(gateway)))
     return oip
 
 
@@ -265,7 +265,7 @@ async def _read_all(
     """The body, refusing (413) more than ``INFERQ_OIP_MAX_BODY_BYTES``."""
     limit = settings.oip_max_body_bytes
     declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if _is_size(declared) and int(declared) > limit:
         raise BodyTooLarge(_too_large(f" of {declared} bytes", limit))
     parts, size = [], 0
     async for chunk in chunks:
@@ -338,6 +338,10 @@ async def infer_answer(
     return _answer(await oip.infer(infer_request), parsed)
 
 
+def _is_size(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit() alone takes "²"
+
+
 def _too_large(what: str, limit: int) -> str:
     return f"body{what} exceeds the limit of {limit} bytes (INFERQ_OIP_MAX_BODY_BYTES)"
 
@@ -402,7 +406,7 @@ def _parse(body: bytes, header_length: str | None) -> _Parsed:
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not _is_size(header_length) or int(header_length) > len(body):
             raise InvalidRequest(
                 f"Inference-Header-Content-Length is {header_length!r}; the body has "
                 f"{len(body)} bytes"

@@ -415,13 +415,18 @@ def binary_request(
 
 
 ROW = np.full(64, 0.5, np.float32).tobytes()
-LYING = {
+HEADER = "Inference-Header-Content-Length"
+LYING: dict[str, tuple[bytes, Any]] = {
     "size past the body": binary_request([256], ROW[:200]),
     "size short of the shape": binary_request([200], ROW[:200]),
     "bytes left over": binary_request([256], ROW + b"\0\0\0\0"),
     "header length past the body": binary_request([256], ROW, header_length=10_000),
     "header length inside the JSON": binary_request([256], ROW, header_length=20),
     "header length not a number": binary_request([256], ROW, header_length=-1),
+    "header length of other digits": (
+        binary_request([256], ROW)[0],
+        {HEADER: "²".encode("latin-1")},
+    ),
 }
 
 
