@@ -17,7 +17,10 @@ from inferq.errors import InvalidRequest
 from inferq.settings import NAME_PATTERN
 
 LATEST = "latest"
+#: Versions are numbered 1 .. MAX_VERSION (the catalog's integer column).
+MAX_VERSION = 2**31 - 1
 _NAME = re.compile(NAME_PATTERN)
+_NUMBER = re.compile(r"[0-9]+")  # not str.isdigit(), which takes "²" and other digits
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ def check_model_name(name: str) -> str:
 
 def check_alias(alias: str) -> str:
     """An alias that may be set: a valid name, not all digits, not the reserved ``latest``."""
-    if not _NAME.match(alias) or alias.isdigit():
+    if not _NAME.match(alias) or _NUMBER.fullmatch(alias):
         raise InvalidRequest(
             f"invalid alias {alias!r}: use 1 to 64 letters, digits, '_', '.' or '-', starting "
             "with a letter or digit, and not only digits (name@3 means version 3)"
@@ -61,10 +64,12 @@ def parse_ref(ref: str) -> Ref:
     check_model_name(model)
     if not sep:
         return Ref(model, alias=LATEST)
-    if tail.isdigit():
+    if _NUMBER.fullmatch(tail):
         number = int(tail)
-        if number < 1:
-            raise InvalidRequest(f"invalid reference {ref!r}: versions are numbered from 1")
+        if not 1 <= number <= MAX_VERSION:
+            raise InvalidRequest(
+                f"invalid reference {ref!r}: versions are numbered from 1 to {MAX_VERSION}"
+            )
         return Ref(model, version=number)
     if not _NAME.match(tail):
         raise InvalidRequest(

@@ -163,7 +163,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _version_ref(ref: str) -> tuple[str, int]:
     name, _, number = ref.partition("@")
-    if not number.isdigit():
+    if not (number.isascii() and number.isdigit()):
         raise SystemExit(f"inferq models: {ref!r} is not NAME@VERSION (a number, like digits@3)")
     return name, int(number)
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
@@ -18,6 +18,7 @@ from api_service.core.gateway import Gateway
 from api_service.core.references import catalog_call
 from api_service.responses import JSONResponse
 from api_service.state import gateway
+from catalog.names import MAX_VERSION
 from catalog.records import Version, VersionMetadata
 from inferq.errors import Forbidden, InvalidRequest, ModelTooLarge, UnsupportedMediaType
 from inferq.names import version_key
@@ -47,6 +48,7 @@ async def may_change(request: Request, gw: Annotated[Gateway, Depends(gateway)])
 
 
 Changer = Annotated[Gateway, Depends(may_change)]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="The version's number")]
 Reader = Annotated[Gateway, Depends(gateway)]
 
 
@@ -81,7 +83,7 @@ async def upload_version(name: str, request: Request, gw: Changer) -> JSONRespon
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        if _is_number(declared) and int(declared) > limit + MULTIPART_OVERHEAD:
             raise _too_large(limit)
         counted = Request(request.scope, _capped(request.receive, limit + MULTIPART_OVERHEAD))
         async with counted.form(max_files=1, max_fields=8) as form:
@@ -115,7 +117,7 @@ async def list_versions(name: str, gw: Reader) -> JSONResponse:
 
 
 @router.get("/models/{name}/versions/{number}", summary="One version")
-async def get_version(name: str, number: int, gw: Reader) -> JSONResponse:
+async def get_version(name: str, number: VersionNumber, gw: Reader) -> JSONResponse:
     return JSONResponse(version_json(await catalog_call(gw.catalog.get_version, name, number)))
 
 
@@ -124,12 +126,14 @@ async def get_version(name: str, number: int, gw: Reader) -> JSONResponse:
     summary="Delete a version",
     description="409 while an alias names it, it is deployed, or tasks wait in its queue.",
 )
-async def delete_version(name: str, number: int, gw: Changer) -> JSONResponse:
+async def delete_version(name: str, number: VersionNumber, gw: Changer) -> JSONResponse:
     return JSONResponse(version_json(await gw.changes.delete_version(name, number)))
 
 
 class AliasTarget(BaseModel):
-    version: int = Field(ge=1, description="The version the alias names from now on.")
+    version: int = Field(
+        ge=1, le=MAX_VERSION, description="The version the alias names from now on."
+    )
 
 
 @router.put(
@@ -160,7 +164,7 @@ class DeploymentChange(BaseModel):
     "to match, draining those it stops.",
 )
 async def set_deployment(
-    name: str, number: int, change: DeploymentChange, gw: Changer
+    name: str, number: VersionNumber, change: DeploymentChange, gw: Changer
 ) -> JSONResponse:
     deployment = await gw.changes.set_replicas(name, number, change.replicas)
     return JSONResponse(
@@ -258,7 +262,7 @@ def _capped(
 
 async def _read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if _is_number(declared) and int(declared) > limit:
         raise _too_large(limit)
     parts, size = [], 0
     async for chunk in request.stream():
@@ -267,3 +271,7 @@ async def _read_capped(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit() alone takes "²"

@@ -58,8 +58,8 @@ class HttpRequest:
     async def read_body(self) -> bytes:
         """The body, refusing (413) to buffer more than the limit."""
         limit = self.max_body_bytes
-        declared = self.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        declared = self.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(
                 f"body of {declared} bytes exceeds the limit of {limit} bytes "
                 "(INFERQ_MAX_BODY_BYTES)"

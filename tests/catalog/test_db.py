@@ -126,6 +126,8 @@ def test_a_reference_names_the_newest_version_a_number_or_an_alias(catalog: Cata
         ("iris@staging", ModelNotFound),
         ("iris@", InvalidRequest),
         ("iris@0", InvalidRequest),
+        ("iris@²", InvalidRequest),  # str.isdigit() says it is a digit
+        ("iris@9223372036854775808", InvalidRequest),
         ("iris@a@b", InvalidRequest),
         ("@1", InvalidRequest),
         ("bad name", InvalidRequest),

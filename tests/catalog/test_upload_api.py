@@ -223,3 +223,21 @@ def test_changes_are_refused_unless_the_setting_allows_them(
         assert put.status_code == 403
         assert requests.get(f"{stack.url}/catalog", timeout=10).json() == {"models": []}
         assert store_files(stack) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/models/ok/versions/9223372036854775808", None),
+        ("DELETE", "/models/ok/versions/0", None),
+        ("PUT", "/models/ok/versions/9223372036854775808/deployment", {"replicas": 1}),
+        ("PUT", "/models/ok/aliases/prod", {"version": 9223372036854775808}),
+        ("POST", "/predict/ok@²", {}),  # "²".isdigit() is True
+        ("POST", "/predict/ok@99999999999", {}),
+    ],
+)
+def test_a_version_number_out_of_range_is_a_422(
+    gateway: Stack, method: str, path: str, body: dict[str, int] | None
+) -> None:
+    answer = requests.request(method, f"{gateway.url}{path}", json=body, timeout=10)
+    assert answer.status_code == 422, answer.text
