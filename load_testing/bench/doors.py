@@ -11,8 +11,10 @@ so the host's drift falls on all alike:
   HTTP/2 connection, round-robin).
 
 Every answer is checked (status, label = the digit's true label, 10 probabilities); an error
-is counted, never a completion. Targets: rest/native and grpc/native throughput >= 0.9 (the
-median of the rounds; issue 16 aims at >= 1 for gRPC).
+is counted, never a completion. Each row has the CPU per request of each process and the
+worker's mean batch size (tasks per batch, from its Prometheus histogram). Targets:
+rest/native and grpc/native throughput >= 0.9 (the median of the rounds; issue 16 aims at
+>= 1 for gRPC).
 
 Then a tensor of ``big_width`` (1M) FP32 values through a generic ONNX graph uploaded as
 ``doubler`` (y = 2x, input ``x`` [batch, N]; ``inferq worker onnx:doubler@1``): OIP REST with
@@ -43,10 +45,11 @@ import uvloop
 from onnx import TensorProto, helper, numpy_helper
 
 from load_testing.bench import report
+from load_testing.bench.batching import scrape
 from load_testing.bench.measure import Context, Say, cpu_probe, cpu_usage
 from load_testing.bench.stack import START_TIMEOUT_S, STOP_TIMEOUT_S, System
 from load_testing.bench.workloads import AnswerError
-from load_testing.processes import Popen
+from load_testing.processes import Popen, free_port
 from load_testing.samples import Digits
 from proto import grpc_predict_v2_pb2 as pb
 from proto import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -68,6 +71,7 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_BODY_BYTES),
 ]
 ERROR_PAUSE_S = 0.01
+STALL_MS = 1000.0  # a request in flight longer than this at a window's end is reported
 JSON_HEADERS = {"Content-Type": "application/json"}
 #: Raw contents of the datatypes model_b answers (its label is an int32 field).
 RAW_DTYPES = {"INT32": "<i4", "INT64": "<i8", "FP32": "<f4"}
@@ -102,11 +106,15 @@ class DoorsStack(System):
         self.big_width = big_width
         self.workers: dict[str, Popen] = {}
         self.big_ref = ""
+        self.metrics_port = 0  # of the model_b worker (its batch sizes)
 
     def start(self) -> None:
         (self.log_dir / "catalog.db").unlink(missing_ok=True)
         self.start_gateway(START_TIMEOUT_S)
-        self.workers["worker"] = self.start_worker(MODEL)
+        self.metrics_port = free_port()
+        self.workers["worker"] = self.start_worker(
+            MODEL, INFERQ_METRICS_PORT=str(self.metrics_port)
+        )
         if self.big_width:
             answer = httpx.post(
                 f"{self.url}/models/{BIG}/versions",
@@ -265,12 +273,17 @@ async def run_door(
     samples: list[Digit],
     channels: int,
     pids: dict[str, int],
+    metrics_port: int = 0,
 ) -> dict[str, Any]:
     """``clients`` closed-loop clients through ``door`` for a warm-up, then ``window_s``
-    measured: a request counts if it started after the warm-up and ended in the window."""
+    measured: a request counts if it started after the warm-up and ended in the window.
+    With ``metrics_port`` (the worker's), the row has the worker's mean batch size."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     probes: list[Any] = []
+    batches: list[dict[str, float]] = []
+    in_flight: list[float | None] = [None] * clients  # when each client's request started
+    longest: list[float] = []  # at the end of the window, the oldest request still in flight
     async with contextlib.AsyncExitStack() as stack:
         exchanges = await _exchanges(door, url, grpc_target, clients, channels, stack)
         start = time.perf_counter()
@@ -282,6 +295,7 @@ async def run_door(
             while (t0 := time.perf_counter()) < window_end:
                 digit = samples[n % len(samples)]
                 n += 1
+                in_flight[index] = t0
                 try:
                     await exchange(digit)
                     error = None
@@ -292,6 +306,7 @@ async def run_door(
                 except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as failure:
                     error = type(failure).__name__
                 t1 = time.perf_counter()
+                in_flight[index] = None
                 if error is not None:
                     errors[error] = errors.get(error, 0) + 1
                     await asyncio.sleep(ERROR_PAUSE_S)
@@ -301,8 +316,12 @@ async def run_door(
         async def mark() -> None:
             await asyncio.sleep(window_start - time.perf_counter())
             probes.append(cpu_probe(pids))
+            batches.append(scrape([metrics_port]) if metrics_port else {})
             await asyncio.sleep(window_end - time.perf_counter())
+            now = time.perf_counter()
+            longest.append(max((now - t for t in in_flight if t is not None), default=0.0))
             probes.append(cpu_probe(pids))
+            batches.append(scrape([metrics_port]) if metrics_port else {})
 
         await asyncio.gather(mark(), *(loop(i, e) for i, e in enumerate(exchanges)))
     lat_ms = np.asarray(latencies or [0.0]) * 1000
@@ -315,11 +334,24 @@ async def run_door(
         "p50_ms": float(p50),
         "p90_ms": float(p90),
         "p99_ms": float(p99),
+        "max_ms": float(lat_ms.max()),
+        # A request still unanswered at the end of the window is in no percentile: a stall
+        # shows here (and as a low throughput), not in p99.
+        "longest_in_flight_ms": 1000 * longest[0] if longest else None,
         "errors": sum(errors.values()),
         "error_kinds": errors,
     }
     row.update(cpu_usage(probes[0], probes[1], window_s, len(latencies)))
+    row["mean_batch_size"] = _mean_batch(batches[0], batches[1])
     return row
+
+
+def _mean_batch(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The worker's tasks per batch in the window (None without its metrics)."""
+    key = "inferq_worker_batch_size"
+    batches = after.get(f"{key}_count", 0.0) - before.get(f"{key}_count", 0.0)
+    tasks = after.get(f"{key}_sum", 0.0) - before.get(f"{key}_sum", 0.0)
+    return tasks / batches if batches else None
 
 
 # --- the 1M-float tensor --------------------------------------------------------------------
@@ -452,6 +484,7 @@ def run_doors(config: DoorsConfig, say: Say = print) -> dict[str, Any]:
                             samples,
                             config.grpc_channels,
                             pids,
+                            stack.metrics_port,
                         )
                     )
                     measured[f"{clients}/{door}"] = row
@@ -502,6 +535,8 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
                     if (v := r.get("cpu_ms_per_request", {}).get(process)) is not None
                 ]
                 per[door][f"{process}_cpu_ms"] = statistics.median(known) if known else None
+            sizes = [r["mean_batch_size"] for r in rows if r.get("mean_batch_size") is not None]
+            per[door]["mean_batch_size"] = statistics.median(sizes) if sizes else None
         for door in DOORS[1:]:
             ratios = [
                 m[f"{clients}/{door}"]["throughput_rps"] / m[f"{clients}/native"]["throughput_rps"]
@@ -545,7 +580,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"(native, rest, grpc, then reversed); medians over the rounds; gRPC clients share "
         f"{c['grpc_channels']} channel(s)",
         f"{'door':<8}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x native':>10}"
-        f"{'range':>14}   CPU ms/request: gateway worker loadgen",
+        f"{'range':>14}{'batch':>7}   CPU ms/request: gateway worker loadgen",
     ]
     for clients in c["clients"]:
         per = s.get(str(clients))
@@ -562,8 +597,19 @@ def format_report(result: dict[str, Any]) -> str:
             cpu = " ".join(_ms(row[f"{p}_cpu_ms"]) for p in ("gateway", "worker", "loadgen"))
             lines.append(
                 f"{door:<8}{clients:>8}{row['throughput_rps']:>9.1f}{row['p50_ms']:>9.2f}"
-                f"{row['p99_ms']:>9.2f}{ratio:>10}{span:>14}   {cpu}"
+                f"{row['p99_ms']:>9.2f}{ratio:>10}{span:>14}"
+                f"{report.fixed(row.get('mean_batch_size')):>7}   {cpu}"
             )
+    stalls = [
+        f"round {n + 1} {key} ({r['longest_in_flight_ms'] / 1000:.1f} s)"
+        for n, m in enumerate(result["rounds"])
+        for key, r in m.items()
+        if (r.get("longest_in_flight_ms") or 0) > STALL_MS
+    ]
+    if stalls:
+        lines.append(
+            f"requests unanswered > {STALL_MS / 1000:g} s at a window's end: " + ", ".join(stalls)
+        )
     busy = [r.get("other_busy_cores") or 0.0 for m in result["rounds"] for r in m.values()]
     if busy:
         lines.append(f"other processes' cores during the rounds: at most {max(busy):.2f}")

@@ -47,6 +47,8 @@ def test_a_tiny_doors_run_measures_each_door_in_turns_and_a_tensor_through_each(
             assert row["completed"] > 0 and row["errors"] == 0, row["error_kinds"]
             assert 0 < row["p50_ms"] <= row["p99_ms"]
             assert set(row["cpu_ms_per_request"]) >= {"gateway", "worker", "loadgen"}
+            assert row["mean_batch_size"] >= 1  # the worker ran batches in the window
+            assert row["longest_in_flight_ms"] >= 0
     summary = result["summary"]
     assert summary["errors"] == 0
     for clients in ("1", "2"):
