@@ -34,12 +34,14 @@ class LiveModels:
         self._retry_after_s = retry_after_s
         self._cache: dict[str, tuple[float, LiveModel]] = {}
 
-    async def get(self, model: str) -> LiveModel | None:
-        """The model's entry, or None if no worker ever registered it."""
+    async def get(self, model: str, fresh: bool = False) -> LiveModel | None:
+        """The model's entry, or None if no worker ever registered it. ``fresh`` reads the
+        registry now, for what shows a model's workers (a worker that left a moment ago is
+        gone there, though the hot path may still find it in the cache)."""
         if not _VALID_NAME.match(model):
             return None
         cached = self._cache.get(model)
-        if cached and cached[0] > time.monotonic():
+        if cached and cached[0] > time.monotonic() and not fresh:
             return cached[1]
         entry = await self._load(model)
         if entry is not None:  # unknown names are not kept: any client can invent endless ones
@@ -65,8 +67,9 @@ class LiveModels:
             )
         return entry
 
-    async def all(self) -> list[LiveModel]:
-        entries = [await self.get(name) for name in await self._registry.model_names()]
+    async def all(self, fresh: bool = False) -> list[LiveModel]:
+        names = await self._registry.model_names()
+        entries = [await self.get(name, fresh) for name in names]
         return [entry for entry in entries if entry is not None]
 
     async def _load(self, model: str) -> LiveModel | None:

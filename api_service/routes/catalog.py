@@ -182,7 +182,7 @@ async def whole_catalog(
         aliases = await catalog_call(gw.catalog.list_aliases, model.name)
         entries = []
         for version in versions:
-            live = await gw.live_models.get(version_key(version.model, version.number))
+            live = await gw.live_models.get(version_key(version.model, version.number), fresh=True)
             entries.append({**version_json(version), "live_workers": _workers(live)})
         listed.append(
             {
@@ -194,7 +194,8 @@ async def whole_catalog(
                 "versions": entries,
             }
         )
-    for entry in await gw.live_models.all():  # models served by code: live in the registry
+    # Models served by code: live in the registry.
+    for entry in await gw.live_models.all(fresh=True):
         if "@" not in entry.record.name:
             listed.append(
                 {

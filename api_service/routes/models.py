@@ -53,7 +53,8 @@ async def describe(entry: LiveModel, gw: Gateway) -> dict[str, Any]:
 
 @router.get("/models", tags=["models"], summary="Every known model")
 async def list_models(gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
-    return JSONResponse({"models": [await describe(e, gw) for e in await gw.live_models.all()]})
+    entries = await gw.live_models.all(fresh=True)
+    return JSONResponse({"models": [await describe(entry, gw) for entry in entries]})
 
 
 @router.get(
@@ -65,7 +66,7 @@ async def list_models(gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
 )
 async def get_model(model: str, gw: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
     served = await gw.references.served_name(model)
-    entry = await gw.live_models.get(served)
+    entry = await gw.live_models.get(served, fresh=True)
     version = None if served == model and entry is not None else await gw.references.version(served)
     described = await describe(entry, gw) if entry is not None else {"name": served, "live": False}
     if version is not None:
