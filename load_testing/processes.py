@@ -72,6 +72,9 @@ class Processes:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.namespace = namespace
+        # Absolute: the processes may run in another checkout, where a relative path (the
+        # settings below) would name a folder that does not exist.
+        log_dir = log_dir.resolve()
         self.log_dir = log_dir
         self.root = root
         path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))

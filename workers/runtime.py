@@ -72,6 +72,7 @@ class Worker:
         self._idle.set()
         self._started_at_ms = now_ms()
         self._rate_per_s = 0.0
+        self._health_file_failed = False
 
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -242,8 +243,24 @@ class Worker:
             except RedisError as error:
                 logger.warning("heartbeat failed (will retry): %s", error)
             else:
-                # Healthy = the event loop runs and Redis takes heartbeats.
-                self._health_file.touch()  # noqa: ASYNC240 - a few µs
+                self._touch_health_file()
+
+    def _touch_health_file(self) -> None:
+        """Healthy = the event loop runs and Redis takes heartbeats. A file that cannot be
+        written fails the liveness probe, not the heartbeats (they kept the worker in the
+        registry while it consumed: a crash of this loop made it vanish, still working)."""
+        try:
+            self._health_file.touch()
+        except OSError as error:
+            if not self._health_file_failed:
+                logger.warning(
+                    "cannot touch the liveness file (INFERQ_HEALTH_DIR): %s; "
+                    "`inferq worker --check` will report this worker unhealthy",
+                    error,
+                )
+            self._health_file_failed = True
+        else:
+            self._health_file_failed = False
 
     # --- the work ------------------------------------------------------------------------
     async def _run_batches(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import time
+from pathlib import Path
 
 import httpx
 
@@ -96,3 +97,21 @@ def test_sigterm_lets_the_gateway_answer_its_in_flight_requests(stack: Stack) ->
     # uvicorn re-raises SIGTERM once it has shut down gracefully, so it "dies" by it.
     assert gateway.wait(15) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in stack.logs()
+
+
+def test_a_liveness_file_that_cannot_be_written_does_not_stop_the_heartbeats(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The liveness probe fails; the worker stays in the registry and keeps serving (the
+    failed write used to end the heartbeat loop: the worker vanished while it consumed)."""
+    stack.start_gateway()
+    missing = tmp_path / "no-such-folder"
+    worker = stack.start_worker(
+        "model_a", INFERQ_HEALTH_DIR=str(missing), INFERQ_HEARTBEAT_INTERVAL_S="0.3"
+    )
+    stack.wait_live("model_a", watch=[worker])
+    time.sleep(2.0)  # more than twice the heartbeat expiry (0.9 s)
+    assert httpx.get(f"{stack.url}/models/model_a").json()["live_workers"] == 1
+    answer = httpx.post(f"{stack.url}/predict/model_a?wait=5", json={"data": "x"}).json()
+    assert answer["status"] == "succeeded"
+    assert "cannot touch the liveness file" in stack.log_of(worker)
