@@ -30,7 +30,7 @@ test: install services browser
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy inferq inferq_cli api_service model_registry catalog workers load_testing serialization_type_test tests
+	$(BIN)/mypy inferq inferq_client inferq_cli api_service model_registry catalog workers load_testing serialization_type_test tests
 
 # Regenerates proto/*_pb2.py (and *_pb2_grpc.py of the files that define a gRPC service);
 # tests/kernel/test_proto_fresh.py fails when they are stale.
