@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import grpc
@@ -51,8 +51,10 @@ from load_testing.bench.stack import START_TIMEOUT_S, STOP_TIMEOUT_S, System
 from load_testing.bench.workloads import AnswerError
 from load_testing.processes import Popen, free_port
 from load_testing.samples import Digits
-from proto import grpc_predict_v2_pb2 as pb
-from proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from proto import grpc_predict_v2_pb2 as pb
+    from proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
 DOORS = ("native", "rest", "grpc")
 BIG_DOORS = ("rest_binary", "grpc_raw", "rest_json", "native_json")
@@ -163,6 +165,10 @@ class Digit:
 
 def digits(limit: int = 512) -> list[Digit]:
     """The digits model_b is known to classify right (`workloads.correct_samples`)."""
+    # Our `inference` protos are imported where used, never with the module: tritonclient's
+    # define the same symbols, and one process cannot load both (the suite loads tritonclient).
+    from proto import grpc_predict_v2_pb2 as pb
+
     data = Digits()
     out = []
     for pixels, label in zip(data.pixels[:limit], data.labels[:limit], strict=True):
@@ -232,6 +238,8 @@ async def _exchanges(
         ]
         for channel in opened:
             await stack.enter_async_context(channel)
+        from proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
         stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in opened]
 
         def grpc_exchange(stub: pb_grpc.GRPCInferenceServiceStub) -> Exchange:
@@ -364,6 +372,9 @@ def big_once(door: str, stack: DoorsStack, x: np.ndarray, channel: grpc.Channel)
     url = f"{stack.url}/v2/models/{model}/versions/{version}/infer"
     started = time.perf_counter()
     if door == "grpc_raw":
+        from proto import grpc_predict_v2_pb2 as pb
+        from proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
         request = pb.ModelInferRequest(model_name=model, model_version=version)
         request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
         request.raw_input_contents.append(x.astype("<f4").tobytes())
