@@ -115,7 +115,9 @@ def configure_logging(settings: LogSettings | None = None) -> None:
     # aio-pika logs every reconnect attempt at length; its warnings are enough.
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    # Alembic says "setup plugin ..." ten times each time a process opens the catalog.
+    # Alembic says "setup plugin ..." ten times each time a process opens the catalog;
+    # httpx a line per request of `inferq predict` (the client).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
