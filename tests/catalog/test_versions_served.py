@@ -55,6 +55,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for n in (1, 2, 3):
             stack.wait_live(f"scaler@{n}", timeout=60, watch=workers)
         yield stack
+        # By name: a test forgets the registry, which lists the queues to remove.
+        stack.close([f"scaler@{n}" for n in (1, 2, 3)])
 
 
 def predict(stack: Stack, ref: str, body: dict[str, Any]) -> dict[str, Any]:
