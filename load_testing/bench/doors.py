@@ -21,6 +21,12 @@ Then a tensor of ``big_width`` (1M) FP32 values through a generic ONNX graph upl
 the binary extension, gRPC raw contents, OIP REST JSON and native JSON, each timed end to end
 at the client (encode, send, wait, read, decode, the answer checked equal to 2x), in turns,
 ``big_repeats`` times; medians, and each door's time over OIP JSON's. Writes doors.json.
+
+Two figures say what the throughput ratios leave out, since the clients share the host's 2
+cores with the system: each door's *server* CPU per request (gateway, worker, RabbitMQ,
+Redis: what a client on another machine would leave to them), and, each round, the gRPC
+transport's floor: the same gRPC clients against `load_testing.bench.grpc_floor`, a grpcio
+server answering a canned response at once (its CPU per call is grpcio's alone).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -57,6 +65,8 @@ if TYPE_CHECKING:
     from proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
 DOORS = ("native", "rest", "grpc")
+FLOOR = "grpc_floor"  # the canned-answer gRPC server, measured beside the doors
+SERVER_PROCESSES = ("gateway", "worker", "rabbitmq", "redis")
 BIG_DOORS = ("rest_binary", "grpc_raw", "rest_json", "native_json")
 MIN_RATIO = {"rest": 0.9, "grpc": 0.9}
 AIM_RATIO = {"rest": 0.9, "grpc": 1.0}
@@ -109,6 +119,7 @@ class DoorsStack(System):
         self.workers: dict[str, Popen] = {}
         self.big_ref = ""
         self.metrics_port = 0  # of the model_b worker (its batch sizes)
+        self.floor_target = ""  # the canned-answer gRPC server's host:port
 
     def start(self) -> None:
         (self.log_dir / "catalog.db").unlink(missing_ok=True)
@@ -130,12 +141,28 @@ class DoorsStack(System):
             self.workers["worker-big"] = self.start_worker(f"onnx:{self.big_ref}")
             self.wait_live(self.big_ref, 1, START_TIMEOUT_S, self.processes)
         self.wait_live(MODEL, 1, START_TIMEOUT_S, self.processes)
+        port = free_port()
+        self.workers["floor"] = self.launch(
+            "grpc-floor",
+            [sys.executable, "-m", "load_testing.bench.grpc_floor", str(port)],
+            self.env,
+        )
+        self.floor_target = f"127.0.0.1:{port}"
+        self.wait_for(lambda: _accepts(port), START_TIMEOUT_S, "the gRPC floor", self.processes)
 
     def pids(self) -> dict[str, int]:
         return {"gateway": self.processes[0].pid, **{k: p.pid for k, p in self.workers.items()}}
 
     def close(self, models: Any = (), grace_s: float = STOP_TIMEOUT_S) -> None:
         super().close([MODEL, *([self.big_ref] if self.big_ref else []), *models], grace_s)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def doubler_graph(width: int) -> bytes:
@@ -231,7 +258,7 @@ async def _exchanges(
     door: str, url: str, grpc_target: str, clients: int, channels: int, stack: Any
 ) -> list[Exchange]:
     """One exchange per client, its connections entered on ``stack``."""
-    if door == "grpc":
+    if door in ("grpc", FLOOR):
         opened = [
             grpc.aio.insecure_channel(grpc_target, options=GRPC_OPTIONS)
             for _ in range(max(1, min(channels, clients)))
@@ -244,7 +271,9 @@ async def _exchanges(
 
         def grpc_exchange(stub: pb_grpc.GRPCInferenceServiceStub) -> Exchange:
             async def exchange(digit: Digit) -> None:
-                check_grpc(await stub.ModelInfer(digit.grpc, timeout=WAIT_S), digit)
+                answer = await stub.ModelInfer(digit.grpc, timeout=WAIT_S)
+                if door == "grpc":  # the floor's answer is canned
+                    check_grpc(answer, digit)
 
             return exchange
 
@@ -499,6 +528,19 @@ def run_doors(config: DoorsConfig, say: Say = print) -> dict[str, Any]:
                         )
                     )
                     measured[f"{clients}/{door}"] = row
+                measured[f"{clients}/{FLOOR}"] = uvloop.run(
+                    run_door(
+                        FLOOR,
+                        stack.url,
+                        stack.floor_target,
+                        clients,
+                        config.window_s,
+                        config.warmup_s,
+                        samples,
+                        config.grpc_channels,
+                        pids,
+                    )
+                )
                 base = measured[f"{clients}/native"]["throughput_rps"]
                 say(
                     f"round {n + 1}, {clients} client(s): "
@@ -510,7 +552,7 @@ def run_doors(config: DoorsConfig, say: Say = print) -> dict[str, Any]:
                         f"{d}/native {measured[f'{clients}/{d}']['throughput_rps'] / base:.3f}"
                         for d in DOORS[1:]
                     )
-                    + ")"
+                    + f"), gRPC floor {measured[f'{clients}/{FLOOR}']['throughput_rps']:.0f}/s"
                 )
             rounds.append(measured)
         if config.big_width:
@@ -540,14 +582,18 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
                 for metric in ("throughput_rps", "p50_ms", "p99_ms")
             }
             for process in ("gateway", "worker", "loadgen"):
-                known = [
-                    v
-                    for r in rows
-                    if (v := r.get("cpu_ms_per_request", {}).get(process)) is not None
-                ]
-                per[door][f"{process}_cpu_ms"] = statistics.median(known) if known else None
+                per[door][f"{process}_cpu_ms"] = _median_cpu(rows, process)
             sizes = [r["mean_batch_size"] for r in rows if r.get("mean_batch_size") is not None]
             per[door]["mean_batch_size"] = statistics.median(sizes) if sizes else None
+            served = [v for r in rows if (v := server_cpu_ms(r)) is not None]
+            per[door]["server_cpu_ms"] = statistics.median(served) if served else None
+        floors = [m[f"{clients}/{FLOOR}"] for m in rounds if f"{clients}/{FLOOR}" in m]
+        if floors:
+            per[FLOOR] = {
+                "throughput_rps": statistics.median(r["throughput_rps"] for r in floors),
+                "floor_cpu_ms": _median_cpu(floors, "floor"),
+                "loadgen_cpu_ms": _median_cpu(floors, "loadgen"),
+            }
         for door in DOORS[1:]:
             ratios = [
                 m[f"{clients}/{door}"]["throughput_rps"] / m[f"{clients}/native"]["throughput_rps"]
@@ -557,8 +603,29 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
             per[door]["ratios"] = ratios
             per[door]["ratio"] = statistics.median(ratios) if ratios else None
             per[door]["ratio_range"] = [min(ratios), max(ratios)] if ratios else None
+            # Native's server CPU per request over this door's: the throughput ratio a client
+            # on another machine would see where the server's CPU is what runs out.
+            server = [
+                n / d
+                for m in rounds
+                if (n := server_cpu_ms(m[f"{clients}/native"]))
+                and (d := server_cpu_ms(m[f"{clients}/{door}"]))
+            ]
+            per[door]["server_cpu_ratio"] = statistics.median(server) if server else None
         summary[str(clients)] = per
     return summary
+
+
+def _median_cpu(rows: list[dict[str, Any]], process: str) -> float | None:
+    known = [v for r in rows if (v := r.get("cpu_ms_per_request", {}).get(process)) is not None]
+    return statistics.median(known) if known else None
+
+
+def server_cpu_ms(row: dict[str, Any]) -> float | None:
+    """The CPU milliseconds per request of the serving processes (not the clients')."""
+    cpu = row.get("cpu_ms_per_request") or {}
+    known = [v for process in SERVER_PROCESSES if (v := cpu.get(process)) is not None]
+    return sum(known) if len(known) == len(SERVER_PROCESSES) else None
 
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -591,7 +658,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"(native, rest, grpc, then reversed); medians over the rounds; gRPC clients share "
         f"{c['grpc_channels']} channel(s)",
         f"{'door':<8}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x native':>10}"
-        f"{'range':>14}{'batch':>7}   CPU ms/request: gateway worker loadgen",
+        f"{'range':>14}{'batch':>7}   CPU ms/request: gateway worker loadgen | server, "
+        "x native",
     ]
     for clients in c["clients"]:
         per = s.get(str(clients))
@@ -606,10 +674,18 @@ def format_report(result: dict[str, Any]) -> str:
                 else "{:.3f}-{:.3f}".format(*row["ratio_range"])
             )
             cpu = " ".join(_ms(row[f"{p}_cpu_ms"]) for p in ("gateway", "worker", "loadgen"))
+            served = "1" if door == "native" else report.fixed(row.get("server_cpu_ratio"))
             lines.append(
                 f"{door:<8}{clients:>8}{row['throughput_rps']:>9.1f}{row['p50_ms']:>9.2f}"
                 f"{row['p99_ms']:>9.2f}{ratio:>10}{span:>14}"
-                f"{report.fixed(row.get('mean_batch_size')):>7}   {cpu}"
+                f"{report.fixed(row.get('mean_batch_size')):>7}   {cpu} | "
+                f"{_ms(row.get('server_cpu_ms'))}, {served}"
+            )
+        if floor := per.get(FLOOR):
+            lines.append(
+                f"  gRPC floor (canned answers), {clients} client(s): "
+                f"{floor['throughput_rps']:.0f}/s, CPU ms/call: server "
+                f"{_ms(floor['floor_cpu_ms'])}, client {_ms(floor['loadgen_cpu_ms'])}"
             )
     stalls = [
         f"round {n + 1} {key} ({r['longest_in_flight_ms'] / 1000:.1f} s)"

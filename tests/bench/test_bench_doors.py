@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from load_testing.bench.doors import BIG_DOORS, DOORS, format_report, format_targets
+from load_testing.bench.doors import (
+    BIG_DOORS,
+    DOORS,
+    FLOOR,
+    format_report,
+    format_targets,
+    server_cpu_ms,
+)
 from load_testing.processes import ROOT
 
 pytestmark = pytest.mark.slow
@@ -41,12 +48,16 @@ def test_a_tiny_doors_run_measures_each_door_in_turns_and_a_tensor_through_each(
     rounds = result["rounds"]
     assert len(rounds) == 2
     for measured in rounds:
-        assert sorted(measured) == sorted(f"{c}/{d}" for c in (1, 2) for d in DOORS)
+        assert sorted(measured) == sorted(f"{c}/{d}" for c in (1, 2) for d in (*DOORS, FLOOR))
         for key, row in measured.items():
             assert key == f"{row['clients']}/{row['door']}"
             assert row["completed"] > 0 and row["errors"] == 0, row["error_kinds"]
+            if row["door"] == FLOOR:  # no queue behind it: only its own process works
+                assert row["cpu_ms_per_request"]["floor"] > 0
+                continue
             assert 0 < row["p50_ms"] <= row["p99_ms"]
             assert set(row["cpu_ms_per_request"]) >= {"gateway", "worker", "loadgen"}
+            assert server_cpu_ms(row) > row["cpu_ms_per_request"]["gateway"]
             assert row["mean_batch_size"] >= 1  # the worker ran batches in the window
             assert row["longest_in_flight_ms"] >= 0
     summary = result["summary"]
@@ -60,6 +71,8 @@ def test_a_tiny_doors_run_measures_each_door_in_turns_and_a_tensor_through_each(
             ]
             assert ratios == measured_ratios
             assert summary[clients][door]["ratio_range"] == [min(ratios), max(ratios)]
+            assert summary[clients][door]["server_cpu_ratio"] > 0
+        assert summary[clients][FLOOR]["throughput_rps"] > 0
     assert [(t["door"], t["clients"]) for t in result["targets"]] == [
         ("rest", 1),
         ("grpc", 1),
@@ -72,4 +85,5 @@ def test_a_tiny_doors_run_measures_each_door_in_turns_and_a_tensor_through_each(
     assert all(len(times) == 1 and times[0] > 0 for times in big["times_s"].values())
     assert big["over_rest_json"]["rest_json"] == 1.0
     assert "rest_binary" in format_report(result)
+    assert "gRPC floor (canned answers), 2 client(s)" in format_report(result)
     assert "grpc/native throughput, 2 client(s)" in format_targets(result["targets"])
