@@ -40,6 +40,11 @@ class TaskNotFound(InferqError):
     error_type = "TaskNotFound"
 
 
+class KeyNotFound(InferqError):
+    status_code = 404
+    error_type = "KeyNotFound"
+
+
 class InvalidRequest(InferqError):
     """The body does not match the model's request message (at the gateway), or the task's
     request does not decode as it (at the worker)."""
@@ -48,9 +53,21 @@ class InvalidRequest(InferqError):
     error_type = "InvalidRequest"
 
 
+class Unauthenticated(InferqError):
+    """No API key, or one that is malformed, unknown, revoked or wrong, where a key is
+    required. Answered with ``WWW-Authenticate: Bearer`` (RFC 6750)."""
+
+    status_code = 401
+    error_type = "Unauthenticated"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.headers["WWW-Authenticate"] = 'Bearer realm="inferq"'
+
+
 class Forbidden(InferqError):
-    """The call is not allowed here (model changes while they are disabled; later, a key
-    without the scope)."""
+    """The call is not allowed here: model changes while they are disabled, a key without the
+    call's scope, or a model outside the key's list."""
 
     status_code = 403
     error_type = "Forbidden"
@@ -100,6 +117,14 @@ class _RetryLater(InferqError):
 class QueueFull(_RetryLater):
     status_code = 429
     error_type = "QueueFull"
+
+
+class RateLimited(_RetryLater):
+    """The API key is over its requests per second or minute, or holds as many unfinished
+    tasks as it may (``limit`` says which)."""
+
+    status_code = 429
+    error_type = "RateLimited"
 
 
 class ModelUnavailable(_RetryLater):
@@ -210,7 +235,9 @@ ERROR_CODES: dict[type[InferqError], DoorCodes] = _codes(
     (InferqError, "INTERNAL"),
     (ModelNotFound, "NOT_FOUND"),
     (TaskNotFound, "NOT_FOUND"),
+    (KeyNotFound, "NOT_FOUND"),
     (InvalidRequest, "INVALID_ARGUMENT"),
+    (Unauthenticated, "UNAUTHENTICATED"),
     (Forbidden, "PERMISSION_DENIED"),
     (Conflict, "FAILED_PRECONDITION"),  # the state must change first (gRPC's own advice)
     (BodyTooLarge, "RESOURCE_EXHAUSTED"),  # what grpc answers a message over its limit
@@ -219,6 +246,7 @@ ERROR_CODES: dict[type[InferqError], DoorCodes] = _codes(
     (TooManyInFlight, "RESOURCE_EXHAUSTED"),
     (_RetryLater, "UNAVAILABLE"),
     (QueueFull, "RESOURCE_EXHAUSTED"),
+    (RateLimited, "RESOURCE_EXHAUSTED"),
     (ModelUnavailable, "UNAVAILABLE"),
     (BrokerUnavailable, "UNAVAILABLE"),
     (StoreUnavailable, "UNAVAILABLE"),

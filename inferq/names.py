@@ -70,6 +70,14 @@ class Names:
         """A worker's heartbeat key; it exists while the worker is live."""
         return f"{self.namespace}:heartbeat:{model}:{worker_id}"
 
+    def key_rate(self, key_id: str) -> str:
+        """An API key's rate limit state (GCRA: the theoretical arrival time, ms)."""
+        return f"{self.namespace}:apikey:{key_id}:rate"
+
+    def key_in_flight(self, key_id: str) -> str:
+        """Sorted set of an API key's unfinished tasks, scored by their deadline (ms)."""
+        return f"{self.namespace}:apikey:{key_id}:in-flight"
+
     @property
     def key_pattern(self) -> str:
         """Glob matching every Redis key of this namespace."""

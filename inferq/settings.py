@@ -16,6 +16,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SERVED_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(@[1-9][0-9]{0,8})?$"
 QueueType = Literal["classic", "quorum"]
 ModelChanges = Literal["off", "loopback", "on"]
+AuthMode = Literal["auto", "on", "off"]
 
 
 class CommonSettings(BaseSettings):
@@ -108,6 +109,19 @@ class GatewaySettings(CommonSettings):
         description="Who may upload, delete, alias and deploy models: off (nobody), loopback "
         "(clients on 127.0.0.1 or ::1; what `inferq up` sets) or on (anyone: only behind your "
         "own authentication, until API keys exist).",
+    )
+    auth: AuthMode = Field(
+        "auto",
+        description="Who may call: auto (API keys are required once the catalog holds an "
+        "active one; with none, only loopback clients are served, and the gateway refuses to "
+        "listen on another address), on (keys always required) or off (anyone, anywhere: "
+        "only behind your own authentication). Keys: `inferq keys create`.",
+    )
+    key_cache_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long the gateway trusts a key lookup (and whether any key exists): "
+        "a revoked key stops working on every gateway within this.",
     )
     gateway_access_log: bool = Field(
         False,

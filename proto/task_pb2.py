@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/task.proto\x12\x06inferq\"\xdf\x01\n\x0cTaskEnvelope\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\x03\x12=\n\rtrace_context\x18\x06 \x03(\x0b\x32&.inferq.TaskEnvelope.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\tTaskBatch\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.inferq.TaskEnvelopeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/task.proto\x12\x06inferq\"\xa6\x02\n\x0cTaskEnvelope\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\x03\x12=\n\rtrace_context\x18\x06 \x03(\x0b\x32&.inferq.TaskEnvelope.TraceContextEntry\x12\x15\n\rcaller_key_id\x18\x07 \x01(\t\x12\x13\n\x0b\x63\x61ller_name\x18\x08 \x01(\t\x12\x19\n\x11in_flight_limited\x18\t \x01(\x08\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\tTaskBatch\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.inferq.TaskEnvelopeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKENVELOPE_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_TASKENVELOPE_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_TASKENVELOPE']._serialized_start=29
-  _globals['_TASKENVELOPE']._serialized_end=252
-  _globals['_TASKENVELOPE_TRACECONTEXTENTRY']._serialized_start=201
-  _globals['_TASKENVELOPE_TRACECONTEXTENTRY']._serialized_end=252
-  _globals['_TASKBATCH']._serialized_start=254
-  _globals['_TASKBATCH']._serialized_end=302
+  _globals['_TASKENVELOPE']._serialized_end=323
+  _globals['_TASKENVELOPE_TRACECONTEXTENTRY']._serialized_start=272
+  _globals['_TASKENVELOPE_TRACECONTEXTENTRY']._serialized_end=323
+  _globals['_TASKBATCH']._serialized_start=325
+  _globals['_TASKBATCH']._serialized_end=373
 # @@protoc_insertion_point(module_scope)

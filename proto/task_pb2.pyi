@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TaskEnvelope(_message.Message):
-    __slots__ = ("task_id", "model", "request", "created_at_ms", "deadline_ms", "trace_context")
+    __slots__ = ("task_id", "model", "request", "created_at_ms", "deadline_ms", "trace_context", "caller_key_id", "caller_name", "in_flight_limited")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,13 +21,19 @@ class TaskEnvelope(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_NAME_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_LIMITED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     model: str
     request: bytes
     created_at_ms: int
     deadline_ms: int
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, task_id: _Optional[str] = ..., model: _Optional[str] = ..., request: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    caller_key_id: str
+    caller_name: str
+    in_flight_limited: bool
+    def __init__(self, task_id: _Optional[str] = ..., model: _Optional[str] = ..., request: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., caller_key_id: _Optional[str] = ..., caller_name: _Optional[str] = ..., in_flight_limited: _Optional[bool] = ...) -> None: ...
 
 class TaskBatch(_message.Message):
     __slots__ = ("tasks",)

@@ -44,11 +44,31 @@ _TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
-class Caller:
-    """Who sends a request, as a front door's authentication found it (API keys, later)."""
+class KeyLimits:
+    """An API key's limits, shared by every gateway (`api_service.core.limits`); None: none."""
 
-    name: str
+    rate: int | None = None  # requests per ``per_s``
+    per_s: float = 1.0
+    max_in_flight: int | None = None  # tasks accepted and not yet ended
+
+    @property
+    def any(self) -> bool:
+        return self.rate is not None or self.max_in_flight is not None
+
+
+NO_LIMITS = KeyLimits()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends a request: the API key a front door's authentication found."""
+
+    name: str  # the key's name (logs, metrics, the worker)
     scopes: frozenset[str] = frozenset()
+    key_id: str = ""  # the key's public id: its tasks' owner
+    #: The models the key may use (bare names); None: all.
+    models: frozenset[str] | None = None
+    limits: KeyLimits = NO_LIMITS
 
 
 @dataclass(frozen=True)
