@@ -55,6 +55,8 @@ class TaskState:
     result: bytes | None
     error_type: str | None
     error_message: str | None
+    #: The id of the API key that sent the task ("": anonymous); only it may read the task.
+    owner: str = ""
 
     @classmethod
     def from_hash(cls, task_id: str, fields: dict[Any, Any]) -> TaskState:
@@ -80,6 +82,7 @@ class TaskState:
             result=get(b"result"),
             error_type=error_type.decode() if error_type is not None else None,
             error_message=error_message.decode() if error_message is not None else None,
+            owner=(get(b"owner") or b"").decode(),
         )
 
     def is_past_deadline(self, at_ms: int) -> bool:

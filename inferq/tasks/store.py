@@ -76,7 +76,7 @@ class TaskStore:
         args: list[Any] = [self._ttl_s]
         for task in tasks:
             keys.append(self._names.task(task.task_id))
-            args += [task.model, task.created_at_ms, task.deadline_ms]
+            args += [task.model, task.created_at_ms, task.deadline_ms, task.caller_key_id]
         await self._run_scripts([(_CREATE, keys, args)])
 
     async def reject(self, task_id: str) -> bool:
@@ -144,6 +144,8 @@ def _envelope_fields(task: TaskEnvelope) -> list[str | bytes]:
         str(task.created_at_ms),
         "deadline_ms",
         str(task.deadline_ms),
+        "owner",
+        task.caller_key_id,
     ]
 
 
