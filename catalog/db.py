@@ -8,7 +8,7 @@ means the newest version that is not deleted (the reserved alias ``latest``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +20,27 @@ from sqlalchemy import Connection, Engine, Row, create_engine, event, func, sele
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from catalog.keys import (
+    check_key_name,
+    check_limits,
+    check_models,
+    check_scopes,
+    new_token,
+    secret_hash,
+)
 from catalog.names import LATEST, check_alias, check_model_name, parse_ref
-from catalog.records import Alias, Deployment, Model, Version, VersionMetadata, VersionState
-from catalog.schema import aliases, deployments, models, versions
-from inferq.errors import Conflict, InvalidRequest, ModelNotFound
+from catalog.records import (
+    Alias,
+    ApiKey,
+    Deployment,
+    Model,
+    NewKey,
+    Version,
+    VersionMetadata,
+    VersionState,
+)
+from catalog.schema import aliases, api_keys, deployments, models, versions
+from inferq.errors import Conflict, InvalidRequest, KeyNotFound, ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +308,93 @@ class Catalog:
             ).all()
         return [Deployment(row.name, row.number, row.replicas) for row in rows]
 
+    # -- API keys --------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        models: Iterable[str] | None = None,
+        rate: int | None = None,
+        per: str | None = None,
+        max_in_flight: int | None = None,
+    ) -> NewKey:
+        """A new key, with its token (shown once). Its fields pass `catalog.keys`' checks
+        (`InvalidRequest`); a name taken by a key not revoked is a `Conflict`."""
+        rate, per, max_in_flight = check_limits(rate, per, max_in_flight)
+        fields = {
+            "name": check_key_name(name),
+            "scopes": list(check_scopes(scopes)),
+            "models": _listed(check_models(models)),
+            "rate": rate,
+            "per": per,
+            "max_in_flight": max_in_flight,
+        }
+        with self._transaction() as conn:
+            return _insert_key(conn, fields)
+
+    def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
+        """The keys, oldest first; revoked ones only with ``include_revoked``."""
+        query = select(api_keys)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked.is_(None))
+        with self._transaction() as conn:
+            rows = conn.execute(query.order_by(api_keys.c.created, api_keys.c.id)).all()
+        return [_to_key(row) for row in rows]
+
+    def get_key(self, key_id: str) -> ApiKey:
+        """The key ``key_id``, revoked or not; `KeyNotFound` if there is none."""
+        with self._transaction() as conn:
+            return _to_key(_key_row(conn, key_id))
+
+    def find_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key ``key_id`` and its secret's SHA-256 (to check a token against), revoked
+        ones included so that they can be refused as such; None if there is none."""
+        with self._transaction() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).one_or_none()
+        return (_to_key(row), row.secret_sha256) if row is not None else None
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke the key (it stays listed with ``--all``); a revoked key is returned as it
+        is."""
+        with self._transaction() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked.is_(None))
+                .values(revoked=datetime.now(UTC))
+            )
+            return _to_key(_key_row(conn, key_id))
+
+    def rotate_key(self, key_id: str) -> NewKey:
+        """Replace the key: a new key (new id and secret) with its name, scopes, models and
+        limits, made as the old one is revoked, in one transaction. A revoked key cannot be
+        rotated (`Conflict`): create a new one."""
+        with self._transaction() as conn:
+            old = _key_row(conn, key_id, lock=True)
+            if old.revoked is not None:
+                raise Conflict(
+                    f"key {key_id} ({old.name}) is revoked and cannot be rotated: create a new "
+                    "key instead",
+                    key_id=key_id,
+                )
+            now = datetime.now(UTC)
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id)
+                .values(revoked=now, last_rotated=now)
+            )
+            fields = {c: old._mapping[c] for c in ("name", "scopes", "models", "rate", "per")}
+            return _insert_key(conn, {**fields, "max_in_flight": old.max_in_flight})
+
+    def has_active_keys(self) -> bool:
+        """Whether any key is not revoked (then the gateway, in ``INFERQ_AUTH=auto``,
+        requires keys)."""
+        with self._transaction() as conn:
+            found = conn.execute(
+                select(api_keys.c.id).where(api_keys.c.revoked.is_(None)).limit(1)
+            ).first()
+        return found is not None
+
     # -- helpers ---------------------------------------------------------------------------
 
     @contextmanager
@@ -392,6 +496,60 @@ def _replicas(conn: Connection, version_id: int) -> int:
         select(deployments.c.replicas).where(deployments.c.version_id == version_id)
     ).scalar_one_or_none()
     return int(replicas or 0)
+
+
+def _insert_key(conn: Connection, fields: dict[str, Any]) -> NewKey:
+    """Store a new key with ``fields``; `Conflict` if a key not revoked has its name (the
+    partial unique index decides, so two creates at once cannot both take it)."""
+    key_id, secret, token = new_token()
+    row = conn.execute(
+        _insert(conn, api_keys)
+        .values(
+            key_id=key_id, secret_sha256=secret_hash(secret), created=datetime.now(UTC), **fields
+        )
+        .on_conflict_do_nothing(index_elements=["name"], index_where=api_keys.c.revoked.is_(None))
+        .returning(*api_keys.c)
+    ).one_or_none()
+    if row is None:
+        name = fields["name"]
+        holder = conn.execute(
+            select(api_keys.c.key_id).where(api_keys.c.name == name, api_keys.c.revoked.is_(None))
+        ).scalar_one_or_none()
+        raise Conflict(
+            f"a key named {name!r} exists ({holder}): revoke or rotate it, or choose another name",
+            name=name,
+            key_id=holder,
+        )
+    return NewKey(_to_key(row), token)
+
+
+def _key_row(conn: Connection, key_id: str, *, lock: bool = False) -> Row[Any]:
+    query = select(api_keys).where(api_keys.c.key_id == key_id)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        raise KeyNotFound(f"no key {key_id!r}; `inferq keys list --all` lists them", key_id=key_id)
+    return row
+
+
+def _to_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(
+        key_id=row.key_id,
+        name=row.name,
+        scopes=tuple(row.scopes),
+        models=tuple(row.models) if row.models is not None else None,
+        rate=row.rate,
+        per=row.per,
+        max_in_flight=row.max_in_flight,
+        created=_utc(row.created),
+        revoked=_utc(row.revoked) if row.revoked is not None else None,
+        rotated=_utc(row.last_rotated) if row.last_rotated is not None else None,
+    )
+
+
+def _listed(names: tuple[str, ...] | None) -> list[str] | None:
+    return list(names) if names is not None else None
 
 
 def _utc(moment: datetime) -> datetime:

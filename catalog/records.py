@@ -86,3 +86,54 @@ class Deployment:
     @property
     def ref(self) -> str:
         return f"{self.model}@{self.version}"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as the catalog keeps it, without its secret (`catalog.keys`)."""
+
+    #: Public: lists show it; a token names its key by it.
+    key_id: str
+    name: str
+    #: Some of `catalog.keys.SCOPES`, in that order.
+    scopes: tuple[str, ...]
+    #: The model names the key may use (bare names); None: every model.
+    models: tuple[str, ...] | None
+    #: Requests per ``per`` (``second`` or ``minute``); None: unlimited.
+    rate: int | None
+    per: str | None
+    #: Tasks accepted and not yet ended; None: unlimited.
+    max_in_flight: int | None
+    created: datetime
+    revoked: datetime | None = None
+    #: When the key was replaced by a new one (`catalog.db.Catalog.rotate_key`), which also
+    #: revoked it; None for a key never rotated.
+    rotated: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "models": list(self.models) if self.models is not None else None,
+            "rate": self.rate,
+            "per": self.per,
+            "max_in_flight": self.max_in_flight,
+            "created": self.created.isoformat(),
+            "revoked": self.revoked.isoformat() if self.revoked else None,
+            "rotated": self.rotated.isoformat() if self.rotated else None,
+            "active": self.active,
+        }
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just made, with its token (``iq_<key_id>_<secret>``): the only time the token
+    is known; the catalog keeps its hash."""
+
+    key: ApiKey
+    secret: str = field(repr=False)

@@ -10,12 +10,14 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -64,4 +66,31 @@ deployments = Table(
     Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
     Column("replicas", Integer, nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+#: API keys (`catalog.keys`): only the secret's SHA-256 is kept. A revoked key stays, so its
+#: id is never given again and lists can show it; a name is unique among the keys not
+#: revoked (the partial index, which holds under concurrent creates too).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_id", String(12), nullable=False, unique=True),
+    Column("name", String(64), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("models", JSON, nullable=True),
+    Column("rate", Integer, nullable=True),
+    Column("per", String(8), nullable=True),
+    Column("max_in_flight", Integer, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("revoked", DateTime(timezone=True), nullable=True),
+    Column("last_rotated", DateTime(timezone=True), nullable=True),
+    Index(
+        "uq_api_keys_active_name",
+        "name",
+        unique=True,
+        sqlite_where=text("revoked IS NULL"),
+        postgresql_where=text("revoked IS NULL"),
+    ),
 )

@@ -230,7 +230,7 @@ def test_opening_twice_migrates_once_and_matches_the_schema(open_catalog: Opener
         for table in tables.sorted_tables:
             columns = {c["name"] for c in found.get_columns(table.name)}
             assert columns == set(table.columns.keys()), table.name
-    assert heads == ["0002"]
+    assert heads == ["0003"]
 
 
 def test_two_writers_get_distinct_numbers(open_catalog: Opener) -> None:
@@ -377,4 +377,4 @@ def test_a_catalog_made_by_the_first_migration_is_upgraded_on_open(tmp_path: Pat
         assert catalog.deployments() == [Deployment("iris", 1, 1)]
         with catalog._engine.connect() as conn:
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == "0002"
+        assert version == "0003"
