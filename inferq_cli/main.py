@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 
 from inferq.tracing import setup_tracing
-from inferq_cli import client, roles
+from inferq_cli import client, keys, roles
 from inferq_cli.logs import configure_logging
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -17,6 +17,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "host": roles.run_host,
     "models": client.run_models,
     "predict": client.run_predict,
+    "keys": keys.run_keys,
 }
 
 
@@ -71,4 +72,9 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--wait", type=float, default=10.0, help="seconds to wait for the result"
             )
+    keys.add_key_verbs(
+        commands.add_parser(
+            "keys", help="API keys: create, list, revoke, rotate (in the catalog, directly)"
+        )
+    )
     return parser
