@@ -17,7 +17,7 @@ from api_service.errors import install_error_handlers
 from api_service.front_door import Authenticate, FrontDoor, anyone
 from api_service.openapi import openapi_document
 from api_service.responses import JSONResponse
-from api_service.routes import catalog, dashboard, health, models, v2, ws
+from api_service.routes import catalog, dashboard, health, keys, models, v2, ws
 from inferq.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def create_fastapi_app(settings: GatewaySettings, authenticate: Authenticate = a
         redoc_url=None,
     )
     install_error_handlers(app)
-    for module in (models, catalog, health, metrics, dashboard, ws, v2):
+    for module in (models, catalog, keys, health, metrics, dashboard, ws, v2):
         app.include_router(module.router)
 
     @app.get("/openapi.json", include_in_schema=False)
