@@ -21,6 +21,19 @@ REQUEST_SECONDS = Histogram(
     ["door", "route", "model"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+KEY_REQUESTS = Counter(
+    "inferq_key_requests_total",
+    "Requests by API key (key: its name; at most MAX_KEY_LABELS names per gateway process, "
+    'the rest count as "other") and what became of them: admitted, rate_limited, '
+    "in_flight_limited, unauthenticated or forbidden",
+    ["key", "outcome"],
+)
+#: The most key names a gateway process uses as labels: keys are made by API calls, and each
+#: name makes series of its own.
+MAX_KEY_LABELS = 100
+KEY_OUTCOMES = frozenset(
+    ("admitted", "rate_limited", "in_flight_limited", "unauthenticated", "forbidden")
+)
 
 router = APIRouter()
 
@@ -51,3 +64,29 @@ def _request_series(
         REQUESTS.labels(door, route, model, str(status)),
         REQUEST_SECONDS.labels(door, route, model),
     )
+
+
+def record_key_request(key_name: str, outcome: str) -> None:
+    """Counts one request of the key named ``key_name`` ("" where no key was found) with its
+    ``outcome``, one of `KEY_OUTCOMES`."""
+    if outcome not in KEY_OUTCOMES:
+        raise ValueError(f"unknown key request outcome {outcome!r}")
+    _key_series(_key_label(key_name), outcome).inc()
+
+
+_key_labels: set[str] = set()
+
+
+def _key_label(key_name: str) -> str:
+    """The key's name, or "other" once `MAX_KEY_LABELS` other names are labels."""
+    if key_name in _key_labels:
+        return key_name
+    if len(_key_labels) >= MAX_KEY_LABELS:
+        return "other"
+    _key_labels.add(key_name)
+    return key_name
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_series(key: str, outcome: str) -> Counter:
+    return KEY_REQUESTS.labels(key, outcome)

@@ -119,19 +119,28 @@ class TaskStore:
         """Write final states; returns, per task, whether this call was the one that wrote it.
         ``tasks``: the envelopes, whose model and times are written too (the same values the
         gateway writes; a worker can finish a task before the gateway's write lands, and the
-        task-done message must carry them)."""
+        task-done message must carry them), and whose ``in_flight_limited`` frees the task's
+        slot of its API key's in-flight limit (``lua/admit.lua``) in the same call."""
         if not outcomes:
             return []
         at = now_ms()
         keys: list[str] = [self._names.task_done_channel]
         args: list[Any] = [self._ttl_s]
+        slot_keys: list[str] = []  # the in-flight sets of the tasks that hold a slot
+        slot_ids: list[str] = []
         for task_id, outcome in outcomes.items():
             fields = outcome.fields(worker_id, at)
             if tasks and task_id in tasks:
-                fields += _envelope_fields(tasks[task_id])
+                task = tasks[task_id]
+                fields += _envelope_fields(task)
+                if task.in_flight_limited:
+                    slot_keys.append(self._names.key_in_flight(task.caller_key_id))
+                    slot_ids.append(task_id)
             keys.append(self._names.task(task_id))
             # Redis's Lua msgpack predates the bin type: bytes go as raw strings.
             args += [task_id, msgpack.packb(fields, use_bin_type=False)]
+        keys += slot_keys
+        args += slot_ids
         [replies] = await self._run_scripts([(_FINISH, keys, args)])
         return [bool(r) for r in replies]
 
