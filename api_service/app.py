@@ -12,6 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 from api_service import metrics
+from api_service.core.auth import KeyAuthenticator
 from api_service.core.gateway import open_gateway
 from api_service.errors import install_error_handlers
 from api_service.front_door import Authenticate, FrontDoor, anyone
@@ -26,11 +27,16 @@ TITLE = "inferq gateway"
 
 
 def create_app(
-    settings: GatewaySettings | None = None, authenticate: Authenticate = anyone
+    settings: GatewaySettings | None = None, authenticate: Authenticate | None = None
 ) -> FrontDoor:
-    """The gateway's ASGI app."""
+    """The gateway's ASGI app; ``authenticate``: the API keys of the gateway's catalog
+    (`api_service.core.auth`) unless another hook is given."""
     settings = settings or GatewaySettings()
-    return FrontDoor(create_fastapi_app(settings, authenticate), settings, authenticate)
+    if authenticate is None:
+        # The catalog opens with the gateway core, in the app's lifespan: looked up per call.
+        authenticate = KeyAuthenticator(settings, lambda: app.state.gateway.catalog)
+    app = create_fastapi_app(settings, authenticate)
+    return FrontDoor(app, settings, authenticate)
 
 
 def create_fastapi_app(settings: GatewaySettings, authenticate: Authenticate = anyone) -> FastAPI:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from inferq.settings import GatewaySettings, WorkerSettings, health_file
+from inferq.settings import CatalogSettings, GatewaySettings, WorkerSettings, health_file
 from inferq_cli.supervisor import Child, supervise
 
 ENSURE_SERVICES = Path(__file__).resolve().parent.parent / "scripts" / "ensure_services.sh"
@@ -40,9 +40,14 @@ def run_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api_service.app import create_app
+    from api_service.core.auth import open_bind_refusal
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = GatewaySettings(**overrides)
+    refusal = open_bind_refusal(settings, CatalogSettings().catalog_url)
+    if refusal:
+        print(f"inferq gateway: {refusal}", file=sys.stderr)
+        return 2
     uvicorn.run(
         create_app(settings),
         host=settings.host,

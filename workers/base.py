@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from inferq.settings import WorkerSettings
+from workers import context
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -72,8 +73,16 @@ class Model(Generic[RequestT, ResponseT]):
 
     async def process_batch(self, requests: Sequence[RequestT]) -> list[ResponseT]:
         """Turn a batch of requests into responses, in order. The default runs them one by
-        one; override it when the model is faster on a whole batch."""
-        return [await self.process_request(request) for request in requests]
+        one (each with its own `workers.context.caller`); override it when the model is
+        faster on a whole batch."""
+        batch = context.callers()
+        if len(batch) != len(requests):  # not run by the runtime (a test calling it)
+            return [await self.process_request(request) for request in requests]
+        responses = []
+        for request, who in zip(requests, batch, strict=True):
+            with context.serving(who):
+                responses.append(await self.process_request(request))
+        return responses
 
     async def unload(self) -> None:
         """Release resources. Called once, on shutdown."""

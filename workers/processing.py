@@ -34,8 +34,9 @@ from inferq.tasks.state import TaskStatus, now_ms
 from inferq.tasks.store import TaskStore
 from inferq.tracing import start_consumer_span
 from proto.task_pb2 import TaskBatch, TaskEnvelope
-from workers import metrics
+from workers import context, metrics
 from workers.base import Model
+from workers.context import TaskCaller
 
 logger = logging.getLogger(__name__)
 
@@ -154,11 +155,11 @@ class BatchProcessor:
                 await settle(message.reject(requeue=False))
                 continue
             for envelope in tasks:
-                span = start_consumer_span(
-                    self._span_name,
-                    envelope.trace_context,
-                    **{"inferq.task_id": envelope.task_id, "inferq.model": envelope.model},
-                )
+                attributes = {"inferq.task_id": envelope.task_id, "inferq.model": envelope.model}
+                if envelope.caller_key_id:
+                    attributes["inferq.caller.key_id"] = envelope.caller_key_id
+                    attributes["inferq.caller.name"] = envelope.caller_name
+                span = start_consumer_span(self._span_name, envelope.trace_context, **attributes)
                 self._queue_wait.observe(max(0, picked_up_ms - envelope.created_at_ms) / 1000)
                 deliveries.append(Delivery(message, envelope, span, picked_up_ms, picked_up))
         return deliveries
@@ -185,15 +186,18 @@ class BatchProcessor:
         context = span.get_span_context()
         run_ms = round((time.perf_counter() - delivery.picked_up) * 1000, 3)
         queue_ms = max(0, delivery.picked_up_ms - delivery.envelope.created_at_ms)
+        caller = delivery.envelope.caller_name
         logger.info(
-            "task %s in %.1f ms, queued %d ms%s",
+            "task %s in %.1f ms, queued %d ms%s%s",
             status,
             run_ms,
             queue_ms,
+            f", key {caller}" if caller else "",
             f": {error}" if error else "",
             extra={
                 "task_id": delivery.task_id,
                 "model": self.model.name,
+                "caller": caller or None,
                 "status": status,
                 "queue_ms": queue_ms,
                 "run_ms": run_ms,
@@ -257,7 +261,9 @@ class BatchProcessor:
         """Runs the requests in groups of at most ``max_batch_size``; adds their outcomes."""
         for start in range(0, len(batch), self._max_batch_size):
             group = batch[start : start + self._max_batch_size]
-            results = await self._predict([request for _, request in group])
+            results = await self._predict(
+                [request for _, request in group], [_caller(d.envelope) for d, _ in group]
+            )
             for (delivery, _), outcome in zip(group, results, strict=True):
                 outcomes[delivery.task_id] = outcome
 
@@ -293,21 +299,29 @@ class BatchProcessor:
         except DecodeError as error:
             outcomes[delivery.task_id] = failure(InvalidRequest(str(error)))
 
-    async def _predict(self, requests: list) -> list[Outcome]:  # type: ignore[type-arg]
-        """Runs the batch; if it raises, runs each request alone so one bad input fails
-        only its own task."""
+    async def _predict(
+        self,
+        requests: list,  # type: ignore[type-arg]
+        callers: list[TaskCaller | None],
+    ) -> list[Outcome]:
+        """Runs the batch (``callers``: who sent each request, for `workers.context`); if it
+        raises, runs each request alone so one bad input fails only its own task."""
         if not requests:
             return []
         started = time.perf_counter()
         try:
-            responses = await self.model.process_batch(requests)
+            with context.running_batch(callers):
+                responses = await self.model.process_batch(requests)
             self._inference_seconds.observe(time.perf_counter() - started)
             self._batch_size.observe(len(requests))
             return [Outcome(TaskStatus.SUCCEEDED, result=r.SerializeToString()) for r in responses]
         except Exception as error:  # noqa: BLE001 - any error of the model fails its task
             if len(requests) == 1:
                 return [model_failure(error)]
-        return [(await self._predict([request]))[0] for request in requests]
+        return [
+            (await self._predict([request], [who]))[0]
+            for request, who in zip(requests, callers, strict=True)
+        ]
 
     async def _store_outcomes(
         self, outcomes: dict[str, Outcome], tasks: dict[str, TaskEnvelope]
@@ -327,6 +341,11 @@ class BatchProcessor:
         self.tasks_done += succeeded
         self.tasks_failed += len(outcomes) - succeeded
         return True
+
+
+def _caller(envelope: TaskEnvelope) -> TaskCaller | None:
+    key_id = envelope.caller_key_id
+    return TaskCaller(key_id, envelope.caller_name) if key_id else None
 
 
 def _first_delivery(message: AbstractIncomingMessage) -> bool:

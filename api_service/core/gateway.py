@@ -17,8 +17,12 @@ from redis.exceptions import RedisError
 
 from api_service.core.batcher import PublishBatcher
 from api_service.core.broker import TaskPublisher
+from api_service.core.callers import NO_LIMITS as NO_LIMITS
+from api_service.core.callers import Caller, owner_of
+from api_service.core.callers import KeyLimits as KeyLimits
 from api_service.core.codec import decode_request, task_view
 from api_service.core.dead_letters import DeadLetterConsumer
+from api_service.core.limits import KeyLimiter
 from api_service.core.live_models import LiveModel, LiveModels
 from api_service.core.model_changes import ModelChanges
 from api_service.core.recent import RecentLatency
@@ -26,9 +30,10 @@ from api_service.core.records import recorded_at_confirm
 from api_service.core.references import References
 from api_service.core.submission import TaskSubmitter
 from api_service.core.waiter import TaskWaiter
+from api_service.metrics import record_key_request
 from catalog.db import Catalog
 from catalog.files import open_model_files
-from inferq.errors import InvalidRequest, TaskNotFound
+from inferq.errors import Forbidden, InvalidRequest, TaskNotFound
 from inferq.names import Names
 from inferq.redis_client import connect_redis, warn_if_not_persistent
 from inferq.settings import CatalogSettings, GatewaySettings
@@ -41,34 +46,6 @@ logger = logging.getLogger(__name__)
 MAX_WAIT_S = 30
 MAX_DEADLINE_S = 86_400
 _TASK_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-@dataclass(frozen=True)
-class KeyLimits:
-    """An API key's limits, shared by every gateway (`api_service.core.limits`); None: none."""
-
-    rate: int | None = None  # requests per ``per_s``
-    per_s: float = 1.0
-    max_in_flight: int | None = None  # tasks accepted and not yet ended
-
-    @property
-    def any(self) -> bool:
-        return self.rate is not None or self.max_in_flight is not None
-
-
-NO_LIMITS = KeyLimits()
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sends a request: the API key a front door's authentication found."""
-
-    name: str  # the key's name (logs, metrics, the worker)
-    scopes: frozenset[str] = frozenset()
-    key_id: str = ""  # the key's public id: its tasks' owner
-    #: The models the key may use (bare names); None: all.
-    models: frozenset[str] | None = None
-    limits: KeyLimits = NO_LIMITS
 
 
 @dataclass(frozen=True)
@@ -147,6 +124,14 @@ class Gateway:
         deadline_s = request.deadline_s
         if deadline_s is not None:
             deadline_s = _seconds("timeout", deadline_s, 0, MAX_DEADLINE_S)
+        caller = request.caller
+        if caller is not None and not caller.may_use(request.model):
+            record_key_request(caller.name, "forbidden")
+            raise Forbidden(
+                f"the key {caller.name!r} ({caller.key_id}) may not use the model "
+                f"{request.model.partition('@')[0]!r} (it may use: "
+                f"{', '.join(sorted(caller.models or ()))})"
+            )
         served = await self.references.served_name(request.model)
         entry = await self.live_models.require_live(served)
         message = decode_request(request.body, request.content_type, entry.request_class)
@@ -164,6 +149,7 @@ class Gateway:
                 task_id=task_id,
                 record=recorded_at_confirm(waits=bool(wait_s), has_idempotency_key=keyed),
                 finished=done,
+                caller=caller,
             )
             if not submitted.created:  # the Idempotency-Key named an earlier task
                 state = await self._waiter.wait(submitted.task_id, wait_s)
@@ -179,8 +165,12 @@ class Gateway:
             self.recent.record(state)  # for GET /stats: only final states count
         return answer
 
-    async def task(self, task_id: str, wait_s: float = 0.0) -> TaskAnswer:
-        """The task's state, after waiting up to ``wait_s`` for it to end."""
+    async def task(
+        self, task_id: str, wait_s: float = 0.0, caller: Caller | None = None
+    ) -> TaskAnswer:
+        """The task's state, after waiting up to ``wait_s`` for it to end. A task belongs to
+        the key that sent it: for any other caller it does not exist (404, not 403, so that
+        task ids tell nothing of other keys' tasks)."""
         wait_s = _seconds("wait", wait_s, 0, MAX_WAIT_S, zero_ok=True)
         wait_s = min(wait_s, self.settings.max_wait_s)
         if not _TASK_ID.match(task_id):
@@ -189,7 +179,7 @@ class Gateway:
             state = await self._waiter.wait(task_id, wait_s)
         else:
             state = self._waiter.finished(task_id) or await self._store.get(task_id)
-        if state is None or state.status is TaskStatus.REJECTED:
+        if state is None or state.status is TaskStatus.REJECTED or state.owner != owner_of(caller):
             raise TaskNotFound(
                 f"no task {task_id!r} (never existed, or its result expired)", task_id=task_id
             )
@@ -246,7 +236,10 @@ async def open_gateway(
             settings.max_publishes_in_flight,
             is_finished=lambda task_id: waiter.finished(task_id) is not None,  # rule 1
         )
-        submitter = TaskSubmitter(redis, names, store, publisher, batcher, settings.result_ttl_s)
+        limiter = KeyLimiter(redis, names)
+        submitter = TaskSubmitter(
+            redis, names, store, publisher, batcher, settings.result_ttl_s, limiter
+        )
         references = References(catalog, live_models, settings.registry_cache_s)
         changes = ModelChanges(
             catalog, files, catalog_settings, names, publisher, live_models, references

@@ -1,6 +1,7 @@
-"""Submitting a task: publish it with a confirm, then record it as queued (both through the
-`PublishBatcher`; a request that waits for the result may leave the record for later), and
-honour Idempotency-Key, so a client that retries a POST gets the task it already created."""
+"""Submitting a task: admit it under its API key's limits (`api_service.core.limits`),
+publish it with a confirm, then record it as queued (both through the `PublishBatcher`; a
+request that waits for the result may leave the record for later), and honour
+Idempotency-Key (per key), so a client that retries a POST gets the task it already created."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from redis.asyncio import Redis
 
 from api_service.core.batcher import PublishBatcher
 from api_service.core.broker import TaskPublisher
+from api_service.core.callers import Caller
+from api_service.core.limits import KeyLimiter
 from api_service.core.live_models import LiveModel
 from inferq.errors import InferqError, InvalidRequest, QueueFull
 from inferq.names import Names
@@ -43,8 +46,10 @@ class TaskSubmitter:
         publisher: TaskPublisher,
         batcher: PublishBatcher,
         ttl_s: int,
+        limiter: KeyLimiter,
     ) -> None:
         self._redis = redis
+        self._limiter = limiter
         self._names = names
         self._store = store
         self._publisher = publisher
@@ -61,15 +66,19 @@ class TaskSubmitter:
         task_id: str | None = None,
         record: bool = True,
         finished: asyncio.Future[Any] | None = None,
+        caller: Caller | None = None,
     ) -> Submitted:
         """Publishes and records a new task (its id ``task_id``, or a new one).
         ``record``: whether its record is written at the confirm (`api_service.core.records`);
         if not, the caller writes it if needed (`Submitted.unrecorded`). ``finished``: see
-        `PublishBatcher.submit`."""
+        `PublishBatcher.submit`. ``caller``: the API key sending it (None: anonymous), whose
+        limits it must fit (else `RateLimited`) and who owns the task."""
         model = entry.record.name
         request = message.SerializeToString(deterministic=True)
         task_id = task_id or new_task_id()
         if idempotency_key is not None:
+            # Per key: another key's Idempotency-Key never names this one's task.
+            idempotency_key = f"{caller.key_id}/{idempotency_key}" if caller else idempotency_key
             earlier = await self._claim(idempotency_key, model, request, task_id)
             if earlier is not None:
                 return Submitted(earlier, created=False)
@@ -83,6 +92,16 @@ class TaskSubmitter:
             deadline_ms=created_at_ms + ttl_ms,
             trace_context=trace_context or {},
         )
+        if caller is not None:
+            envelope.caller_key_id = caller.key_id
+            envelope.caller_name = caller.name
+            envelope.in_flight_limited = caller.limits.max_in_flight is not None
+            try:
+                await self._limiter.admit(caller, task_id, envelope.deadline_ms)
+            except InferqError:
+                if idempotency_key is not None:  # a retry with the same key tries again
+                    await self._redis.delete(self._names.idempotency(model, idempotency_key))
+                raise
         unrecorded = None if record else envelope
         try:
             await self._batcher.submit(
@@ -93,6 +112,8 @@ class TaskSubmitter:
             # task rejected so no worker runs it, unless one already did (then it counts).
             if not await self._store.reject(task_id):
                 return Submitted(task_id, created=True, unrecorded=unrecorded)
+            if caller is not None:  # never accepted: it holds none of the key's slots
+                await self._limiter.release(caller, task_id)
             if idempotency_key is not None:  # a retry with the same key tries again
                 await self._redis.delete(self._names.idempotency(model, idempotency_key))
             if isinstance(error, QueueFull):

@@ -46,12 +46,14 @@ class InferqService(pb_grpc.InferqServiceServicer):  # type: ignore[misc]
     async def GetTask(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.Task:
-        return task_message(await self.gateway.task(request.task_id, request.wait_s))
+        caller = current_call().caller
+        return task_message(await self.gateway.task(request.task_id, request.wait_s, caller))
 
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Task]:
-        answer = await self.gateway.task(request.task_id)
+        caller = current_call().caller
+        answer = await self.gateway.task(request.task_id, caller=caller)
         last = ""
         while True:
             task = task_message(answer)
@@ -60,7 +62,7 @@ class InferqService(pb_grpc.InferqServiceServicer):  # type: ignore[misc]
                 last = task.status
             if TaskStatus(task.status).is_final:
                 return
-            answer = await self.gateway.task(request.task_id, WATCH_POLL_S)
+            answer = await self.gateway.task(request.task_id, WATCH_POLL_S, caller)
 
 
 def task_message(answer: TaskAnswer) -> pb.Task:

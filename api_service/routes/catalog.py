@@ -34,10 +34,13 @@ RAW_TYPES = ("application/octet-stream", "application/onnx", "application/x-onnx
 
 async def may_change(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> Gateway:
     """FastAPI dependency of every change: the gateway, if ``INFERQ_MODEL_CHANGES`` lets
-    this caller change models; else 403 saying how to allow it."""
+    this caller change models (``loopback``: a client on this machine, or a key with the
+    ``admin`` scope, which the authentication required of any change); else 403 saying how
+    to allow it."""
     allowed = gw.settings.model_changes
     client = request.client.host if request.client else ""
-    if allowed == "on" or (allowed == "loopback" and client in LOOPBACK):
+    caller = getattr(request.state, "caller", None)
+    if allowed == "on" or (allowed == "loopback" and (client in LOOPBACK or caller is not None)):
         return gw
     where = "from this machine only" if allowed == "loopback" else "by nobody"
     raise Forbidden(

@@ -116,7 +116,7 @@ async def predict(gateway: Gateway, request: HttpRequest) -> JSONResponse:
 
 async def get_task(gateway: Gateway, request: HttpRequest) -> JSONResponse:
     query = request.query("wait")
-    answer = await gateway.task(request.path_param, query.get("wait", 0.0))
+    answer = await gateway.task(request.path_param, query.get("wait", 0.0), request.caller)
     return JSONResponse(answer.view())
 
 

@@ -160,7 +160,9 @@ class PredictionSocket:
             answer = await self.gateway.predict(request)
             await self._send({"type": "accepted", "id": frame_id, "task_id": answer.task_id})
             while not answer.finished:
-                answer = await self.gateway.task(answer.task_id, self.gateway.settings.max_wait_s)
+                answer = await self.gateway.task(
+                    answer.task_id, self.gateway.settings.max_wait_s, request.caller
+                )
             await self._send(
                 {"type": "result", "id": frame_id, "task_id": answer.task_id, "task": answer.view()}
             )
