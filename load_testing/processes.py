@@ -37,10 +37,12 @@ def cli(root: Path) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def get_json(url: str) -> Any:
-    """The JSON body of a 200 answer; None for any other answer or none."""
+def get_json(url: str, api_key: str = "") -> Any:
+    """The JSON body of a 200 answer; None for any other answer or none. ``api_key``: sent
+    as ``Authorization: Bearer`` (a gateway that requires keys)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.get(url, timeout=2)
+        response = httpx.get(url, timeout=2, headers=headers)
         return response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
@@ -97,6 +99,8 @@ class Processes:
         self.log_files: list[Path] = []
         self.url = ""  # the gateway's, once started
         self.grpc_target = ""  # its gRPC server's host:port
+        #: The key the harness's own reads (live workers) send, for a gateway requiring keys.
+        self.api_key = ""
 
     def launch(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
@@ -134,7 +138,8 @@ class Processes:
         return self.spawn(target.replace(":", "."), "worker", target, *args, **env)
 
     def live_workers(self, model: str) -> int:
-        return int((get_json(f"{self.url}/models/{model}") or {}).get("live_workers") or 0)
+        models = get_json(f"{self.url}/models/{model}", self.api_key) or {}
+        return int(models.get("live_workers") or 0)
 
     def wait_live(
         self, model: str, workers: int = 1, timeout: float = 30, watch: Iterable[Popen] = ()

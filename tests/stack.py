@@ -35,7 +35,8 @@ class Stack(Processes):
         """The gateway's current value of one Prometheus sample (``name_total``, ``name_count``
         ...) summed over the series whose labels include ``labels``; 0 while none exists. A
         test on the shared gateway compares it before and after its own requests."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        text = httpx.get(f"{self.url}/metrics", timeout=5, headers=headers).text
         return sum(
             s.value
             for family in text_string_to_metric_families(text)
