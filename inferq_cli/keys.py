@@ -65,7 +65,7 @@ def run_keys(args: argparse.Namespace) -> int:
         return 1
     except SQLAlchemyError as error:
         shown = make_url(url).render_as_string(hide_password=True)
-        reason = str(error.orig or error).strip().splitlines()[0]
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         print(f"inferq keys: cannot use the catalog at {shown}: {reason}", file=sys.stderr)
         return 1
 
