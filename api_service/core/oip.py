@@ -49,7 +49,7 @@ EXTENSIONS = ("binary_tensor_data", "async_infer")
 PROTOBUF = "application/x-protobuf"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: its __init__ runs per request
 class InferRequest:
     """An infer request, as a door parsed it."""
 
@@ -65,7 +65,7 @@ class InferRequest:
     caller: Caller | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: its __init__ runs per request
 class InferResponse:
     model_name: str
     model_version: str
@@ -101,7 +101,7 @@ class ModelMetadata:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: its __init__ runs per request
 class _Served:
     """A model as the protocol names it, resolved: its served name and version."""
 
