@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -189,9 +190,10 @@ def _quote(part: str) -> str:
 def _http(
     method: str, url: str, body: bytes | None = None, content_type: str = "application/json"
 ) -> Answer:
-    request = urllib.request.Request(
-        url, data=body, method=method, headers={"Content-Type": content_type}
-    )
+    headers = {"Content-Type": content_type}
+    if key := os.environ.get("INFERQ_API_KEY", "").strip():  # a gateway that requires keys
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             raw = response.read()

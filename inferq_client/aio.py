@@ -21,6 +21,7 @@ from inferq_client.wire import (
     json_or_text,
     predict_path,
     predict_query,
+    request_headers,
     stream_frame,
     websocket_url,
 )
@@ -32,10 +33,17 @@ class AsyncClient:
     ...); a network failure as httpx's own error."""
 
     def __init__(
-        self, base_url: str, *, headers: dict[str, str] | None = None, timeout_s: float = 10.0
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 10.0,
     ) -> None:
+        """``api_key``: sent as ``Authorization: Bearer`` (None: ``$INFERQ_API_KEY``, if
+        set); ``headers``: sent with every call."""
         self.base_url = base_url.rstrip("/")
-        self.headers = dict(headers or {})
+        self.headers = request_headers(headers, api_key)
         # A call holds at most MAX_WAIT_S for a task; the rest is the network's share.
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=self.headers, timeout=timeout_s + MAX_WAIT_S

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -22,6 +23,20 @@ class ProtobufMessage(Protocol):
 #: A request: the model's request message as JSON (a mapping, or a str of JSON text), as binary
 #: protobuf (bytes), or as a protobuf message object.
 Body = Mapping[str, Any] | str | bytes | ProtobufMessage
+
+
+#: Where a client finds its API key when none is given (as the ``inferq`` CLI does).
+API_KEY_VARIABLE = "INFERQ_API_KEY"
+
+
+def request_headers(headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
+    """The headers every call sends: ``headers``, and the API key (``api_key``, else
+    ``$INFERQ_API_KEY``) as ``Authorization: Bearer``, unless ``headers`` carry one."""
+    out = dict(headers or {})
+    key = api_key if api_key is not None else os.environ.get(API_KEY_VARIABLE, "")
+    if key and not any(name.lower() == "authorization" for name in out):
+        out["Authorization"] = f"Bearer {key.strip()}"
+    return out
 
 
 def encode(body: Body) -> tuple[bytes, str]:

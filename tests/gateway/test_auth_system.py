@@ -14,6 +14,8 @@ import pytest
 
 from catalog.db import Catalog
 from catalog.records import NewKey
+from inferq.errors import Unauthenticated
+from inferq_client import Client
 from tests.conftest import make_stack
 from tests.stack import Stack
 
@@ -135,3 +137,27 @@ def test_two_gateways_hold_one_keys_rate_between_them(
     # A full burst (the rate) at the start, then the rate: within a few percent.
     expected = rate + rate * elapsed
     assert abs(counts["admitted"] - expected) <= 0.05 * expected, (counts, elapsed)
+
+
+def test_the_python_client_and_the_cli_send_the_key(
+    keyed: tuple[Stack, dict[str, NewKey]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack, keys = keyed
+    monkeypatch.delenv("INFERQ_API_KEY", raising=False)
+    with Client(stack.url, api_key=keys["alice"].secret) as client:
+        task = client.predict("whoami", {"data": "lib"}, wait=10)
+    assert task.output()["reply"] == f"lib from alice ({keys['alice'].key.key_id})"
+    with Client(stack.url) as anonymous, pytest.raises(Unauthenticated):
+        anonymous.predict("whoami", {"data": "lib"}, wait=10)
+
+    cli = stack.spawn_console(
+        "predict",
+        "predict",
+        "whoami",
+        '{"data": "cli"}',
+        "--url",
+        stack.url,
+        INFERQ_API_KEY=keys["bob"].secret,
+    )
+    assert cli.wait(timeout=60) == 0, stack.log_of(cli)
+    assert f"cli from bob ({keys['bob'].key.key_id})" in stack.log_of(cli)
