@@ -19,7 +19,8 @@ from api_service.core.broker import TaskPublisher
 from api_service.core.callers import Caller
 from api_service.core.limits import KeyLimiter
 from api_service.core.live_models import LiveModel
-from inferq.errors import InferqError, InvalidRequest, QueueFull
+from api_service.metrics import record_key_request
+from inferq.errors import InferqError, InvalidRequest, QueueFull, RateLimited
 from inferq.names import Names
 from inferq.tasks.state import new_task_id, now_ms
 from inferq.tasks.store import TaskStore
@@ -98,10 +99,13 @@ class TaskSubmitter:
             envelope.in_flight_limited = caller.limits.max_in_flight is not None
             try:
                 await self._limiter.admit(caller, task_id, envelope.deadline_ms)
-            except InferqError:
+            except InferqError as error:
+                if isinstance(error, RateLimited):
+                    record_key_request(caller.name, f"{error.details['limit']}_limited")
                 if idempotency_key is not None:  # a retry with the same key tries again
                     await self._redis.delete(self._names.idempotency(model, idempotency_key))
                 raise
+            record_key_request(caller.name, "admitted")
         unrecorded = None if record else envelope
         try:
             await self._batcher.submit(

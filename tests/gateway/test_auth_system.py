@@ -96,6 +96,11 @@ def test_a_key_holds_at_most_its_tasks_in_flight_and_the_worker_frees_them(
             assert done.json()["status"] == "succeeded"
         again = client.post("/predict/sleep?wait=10", json={"ms": 1})
         assert again.status_code == 200, again.text
+    counted = {
+        outcome: stack.metric("inferq_key_requests_total", key="slots", outcome=outcome)
+        for outcome in ("admitted", "in_flight_limited")
+    }
+    assert counted == {"admitted": 3, "in_flight_limited": 1}
 
 
 def test_two_gateways_hold_one_keys_rate_between_them(
