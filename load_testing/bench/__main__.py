@@ -16,6 +16,8 @@ measurements, each on real processes in a namespace of its own, with every answe
   behind one gateway, and the time from upload to first prediction; onnx.json.
 - ``doors``: model_b through the native ``?wait=`` path, OIP REST and gRPC ModelInfer, in
   turns, at 1 and 32 clients; a 1M-float tensor through each; doors.json.
+- ``auth``: issue 17's: the native ``?wait=`` path with API keys off, on, and on with limits,
+  in turns behind two gateways, at 1 and 32 clients; auth.json.
 
 Each prints a table and PASS/FAIL against issue 4's targets. Exit status: 1 when an answer was
 wrong or a request failed; with ``--strict``, 2 when a target was missed.
@@ -29,7 +31,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from load_testing.bench import backlog, batching, compare, doors, floors, onnx, report, scaleout
+from load_testing.bench import (
+    auth,
+    backlog,
+    batching,
+    compare,
+    doors,
+    floors,
+    onnx,
+    report,
+    scaleout,
+)
 from load_testing.bench.loadgen import MODES
 from load_testing.bench.runner import BenchConfig, run_bench
 from load_testing.bench.stack import ROOT
@@ -44,6 +56,7 @@ COMMANDS = (
     "compare",
     "onnx",
     "doors",
+    "auth",
 )
 
 
@@ -222,6 +235,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--big-width", type=int, default=opened.big_width, help="floats (1M; 0: none)")
     p.add_argument("--big-repeats", type=int, default=opened.big_repeats, help="(default 5)")
+
+    keyed = auth.AuthConfig()
+    p = command("auth", "API keys off, on and with limits, in turns behind two gateways", False)
+    p.add_argument("--clients", type=_ints, default=keyed.clients, help="(default 1,32)")
+    p.add_argument("--rounds", type=int, default=keyed.rounds, help="turns of each (default 5)")
+    p.add_argument("--window", type=float, default=keyed.window_s, help="measured s per turn (3)")
+    p.add_argument("--warmup", type=float, default=keyed.warmup_s, help="unmeasured s per turn")
     return parser
 
 
@@ -240,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare": [_compare],
         "onnx": [_onnx],
         "doors": [_doors],
+        "auth": [_auth],
     }
     clean, passed = True, True
     for run in runs[args.command]:
@@ -367,6 +388,22 @@ def _doors(args: argparse.Namespace) -> tuple[bool, bool]:
     print(f"\nwrote {config.out / 'doors.json'}")
     clean = result["summary"]["errors"] == 0 and not (result["big"] or {}).get("errors")
     return clean, all(c["passed"] for c in result["targets"])
+
+
+def _auth(args: argparse.Namespace) -> tuple[bool, bool]:
+    config = auth.AuthConfig(
+        clients=args.clients,
+        rounds=args.rounds,
+        window_s=args.window,
+        warmup_s=args.warmup,
+        out=args.out,
+    )
+    result = auth.run_auth(config, say=say)
+    print()
+    print(auth.format_report(result))
+    print(auth.format_targets(result["targets"]))
+    print(f"\nwrote {config.out / 'auth.json'}")
+    return result["summary"]["errors"] == 0, all(c["passed"] for c in result["targets"])
 
 
 def _show(result: dict[str, Any], table: str, legend: str) -> None:

@@ -255,9 +255,16 @@ Exchange = Callable[[Digit], Awaitable[None]]
 
 
 async def _exchanges(
-    door: str, url: str, grpc_target: str, clients: int, channels: int, stack: Any
+    door: str,
+    url: str,
+    grpc_target: str,
+    clients: int,
+    channels: int,
+    stack: Any,
+    headers: dict[str, str] | None = None,
 ) -> list[Exchange]:
-    """One exchange per client, its connections entered on ``stack``."""
+    """One exchange per client, its connections entered on ``stack``; ``headers``: sent
+    with each HTTP request too (an API key)."""
     if door in ("grpc", FLOOR):
         opened = [
             grpc.aio.insecure_channel(grpc_target, options=GRPC_OPTIONS)
@@ -291,10 +298,11 @@ async def _exchanges(
         else f"{url}/v2/models/{MODEL}/infer"
     )
     check = check_native if door == "native" else check_rest
+    sent = {**JSON_HEADERS, **(headers or {})}
 
     async def http_exchange(digit: Digit) -> None:
         body = digit.native if door == "native" else digit.rest
-        async with session.post(target, data=body, headers=JSON_HEADERS) as answer:
+        async with session.post(target, data=body, headers=sent) as answer:
             check(answer.status, orjson.loads(await answer.read()), digit)
 
     return [http_exchange] * clients
@@ -311,10 +319,12 @@ async def run_door(
     channels: int,
     pids: dict[str, int],
     metrics_port: int = 0,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``clients`` closed-loop clients through ``door`` for a warm-up, then ``window_s``
     measured: a request counts if it started after the warm-up and ended in the window.
-    With ``metrics_port`` (the worker's), the row has the worker's mean batch size."""
+    With ``metrics_port`` (the worker's), the row has the worker's mean batch size;
+    ``headers`` go with each HTTP request."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     probes: list[Any] = []
@@ -322,7 +332,7 @@ async def run_door(
     in_flight: list[float | None] = [None] * clients  # when each client's request started
     longest: list[float] = []  # at the end of the window, the oldest request still in flight
     async with contextlib.AsyncExitStack() as stack:
-        exchanges = await _exchanges(door, url, grpc_target, clients, channels, stack)
+        exchanges = await _exchanges(door, url, grpc_target, clients, channels, stack, headers)
         start = time.perf_counter()
         window_start, window_end = start + warmup_s, start + warmup_s + window_s
         stride = max(1, len(samples) // clients)
