@@ -90,6 +90,29 @@ def test_the_models_as_data_commands_work_as_written(
         assert answer["model"] == "digits@2" and answer["status"] == "succeeded", answer
 
 
+API_KEYS = re.compile(r"## API keys\n.*?```bash\n(.*?)```", re.S)
+
+
+def test_the_api_keys_commands_work_as_written(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run as one shell session (the first line exports the key the others send), against a
+    gateway with no key yet: after the first key, a call without one is refused."""
+    block = API_KEYS.search(README.read_text())
+    assert block, "README has no API keys block"
+    for stack in make_stack(tmp_path_factory):
+        stack.start_gateway()
+        stack.start_worker("model_a")
+        stack.wait_live("model_a")
+        script = "set -euo pipefail\n" + "\n".join(commands_of(block.group(1)))
+        result = run_as_written(script, stack)
+        lines = result.stdout.splitlines()
+        assert "401" in lines, result.stdout
+        assert any('"models"' in line for line in lines), result.stdout
+        task = json.loads(result.stdout[result.stdout.rindex("\n{\n") :])  # inferq predict's
+        assert task["status"] == "succeeded", task
+        assert task["result"] == {"reply": "Processed message: example"}
+        assert "batch-jobs" in result.stdout and "100/second" in result.stdout  # keys list
+
+
 def commands_of(block: str) -> list[str]:
     text = block.replace("\\\n", " ")
     lines = [re.split(r"(^|\s{2,})#", line)[0].strip() for line in text.splitlines()]
