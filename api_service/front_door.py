@@ -108,7 +108,8 @@ class FrontDoor:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket handshake passes the authentication hook too; a refused one is
-        answered with the error's HTTP answer instead of the upgrade."""
+        answered with the error's HTTP answer instead of the upgrade. The socket may ask the
+        hook again (``state["authenticate"]``): its key may be revoked while it is open."""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             caller = await self.authenticate(scope, headers)
@@ -116,7 +117,9 @@ class FrontDoor:
             response = error_response(error, "GET", scope["path"])
             await WebSocket(scope, receive, send).send_denial_response(response)
             return
-        scope.setdefault("state", {})["caller"] = caller
+        state = scope.setdefault("state", {})
+        state["caller"] = caller
+        state["authenticate"] = lambda: self.authenticate(scope, headers)
         await self.app(scope, receive, send)
 
     @property

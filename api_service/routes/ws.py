@@ -19,10 +19,12 @@ unanswered one. The socket stays open for all of these.
 Errors that end the socket close it with 4000 + the error's HTTP status
 (`inferq.errors.websocket_close`): 4413 for a frame over ``INFERQ_MAX_BODY_BYTES``, 4422 after
 `MAX_UNREADABLE` unreadable frames in a row (protocol abuse); a refused caller gets the HTTP
-error answer to its handshake (`api_service.front_door`). Tasks still unanswered when the
-client goes away stay queued and end as usual; only their waiting here stops. Each prediction
-is a server span continuing the handshake's ``traceparent`` and is counted as a request of the
-``websocket`` door.
+error answer to its handshake (`api_service.front_door`), and the handshake's key is checked
+again for each frame (a cached lookup), so a key revoked while its socket is open closes it
+with 4401 within ``INFERQ_KEY_CACHE_S``. Tasks still unanswered when the client goes away
+stay queued and end as usual; only their waiting here stops. Each prediction is a server span
+continuing the handshake's ``traceparent`` and is counted as a request of the ``websocket``
+door.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,10 +46,12 @@ from api_service.core.gateway import Caller, Gateway, PredictRequest
 from api_service.metrics import record_request
 from inferq.errors import (
     BodyTooLarge,
+    Forbidden,
     InferqError,
     InvalidRequest,
     StoreUnavailable,
     TooManyInFlight,
+    Unauthenticated,
     websocket_close,
     websocket_frame,
 )
@@ -75,7 +79,11 @@ class PredictionSocket:
     def __init__(self, websocket: WebSocket, gateway: Gateway) -> None:
         self.websocket = websocket
         self.gateway = gateway
-        self.caller = websocket.scope.get("state", {}).get("caller")
+        state = websocket.scope.get("state", {})
+        self.caller = state.get("caller")
+        self._authenticate: Callable[[], Awaitable[Caller | None]] | None = state.get(
+            "authenticate"
+        )
         self.headers = {k: v for k, v in websocket.headers.items() if k == "traceparent"}
         self.max_in_flight = gateway.settings.ws_max_in_flight
         self.max_frame_bytes = gateway.settings.max_body_bytes
@@ -100,6 +108,15 @@ class PredictionSocket:
 
     async def _on_frame(self, message: Mapping[str, Any]) -> bool:
         """Handles one frame; False once it closed the socket."""
+        if self._authenticate is not None:  # the handshake's key, checked again (cached)
+            try:
+                self.caller = await self._authenticate()
+            except (Unauthenticated, Forbidden) as error:  # revoked since: 4401
+                await self._close(error)
+                return False
+            except InferqError as error:  # the catalog is away: this frame only is refused
+                await self._send(websocket_frame(error, None))
+                return True
         text, data = message.get("text"), message.get("bytes")
         size = len(data) if data is not None else len(text or "")
         if text is not None and size * 4 > self.max_frame_bytes:  # UTF-8: up to 4 bytes a char
