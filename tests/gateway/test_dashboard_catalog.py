@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from catalog.db import Catalog
 from tests.conftest import make_stack
 from tests.gateway.test_dashboard import CHROMIUM_FLAGS
 from tests.models.onnx_graphs import doubler
@@ -25,7 +26,6 @@ from tests.stack import Stack
 #: How long the page may take to show what a user waits for (an upload is validated in a
 #: child process first; a prediction waits for its worker).
 SHOWN_MS = 20_000
-
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +247,35 @@ def test_changes_refused_by_the_gateway_say_how_to_allow_them(
     expect(result).to_contain_text("INFERQ_MODEL_CHANGES=off")
     models = httpx.get(f"{shared_stack.url}/catalog", timeout=10).json()["models"]
     assert "refused" not in {m["name"] for m in models}
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
+    """A gateway that requires keys, model_a's worker, and a read and predict key."""
+    for stack in make_stack(tmp_path_factory, INFERQ_AUTH="on"):
+        with Catalog.open(stack.env["INFERQ_CATALOG_URL"]) as catalog:
+            key = catalog.create_key("dashboard", ["read", "predict"]).secret
+        stack.api_key = key
+        stack.start_gateway()
+        stack.start_worker("model_a")
+        stack.wait_live("model_a")
+        yield stack, key
+
+
+def test_a_gateway_that_requires_keys_asks_the_page_for_one(
+    keyed_gateway: tuple[Stack, str], browser: Browser
+) -> None:
+    """The page shows nothing but a key field; with a key it shows the models and predicts
+    with them, and the key stays in the tab, not in the page's URL."""
+    stack, key = keyed_gateway
+    page = dashboard(browser, stack)
+    expect(page.locator("#key-form")).to_be_visible()
+    expect(page.locator('[data-catalog-model="model_a"]')).to_have_count(0)
+    page.fill("#key-input", key)
+    page.click("#key-form button")
+    expect(page.locator("#key-form")).to_be_hidden()
+    expect(page.locator('[data-catalog-model="model_a"]')).to_be_visible()
+    choose_model(page, "model_a")
+    predict(page, '{"data": "keyed"}')
+    expect(page.locator("#try-result")).to_contain_text("Processed message: keyed")
+    assert key not in page.url
