@@ -175,10 +175,11 @@ class Gateway:
         wait_s = min(wait_s, self.settings.max_wait_s)
         if not _TASK_ID.match(task_id):
             raise TaskNotFound(f"no task {task_id!r}", task_id=task_id)
-        if wait_s:
-            state = await self._waiter.wait(task_id, wait_s)
-        else:
-            state = self._waiter.finished(task_id) or await self._store.get(task_id)
+        state = self._waiter.finished(task_id) or await self._store.get(task_id)
+        # Another key's task is missing at once: waiting for its end would tell it exists.
+        if wait_s and state is not None and state.owner == owner_of(caller):
+            if not state.status.is_final:
+                state = await self._waiter.wait(task_id, wait_s)
         if state is None or state.status is TaskStatus.REJECTED or state.owner != owner_of(caller):
             raise TaskNotFound(
                 f"no task {task_id!r} (never existed, or its result expired)", task_id=task_id
