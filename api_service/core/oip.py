@@ -109,6 +109,8 @@ class _Served:
     served: str  # inferq's: ``digits@3``, ``model_b``
     version: str
     catalog: bool  # a catalog version (generic ONNX), or a class model
+    #: The live entry read on the way (a class model's), so an infer need not read it again.
+    entry: LiveModel | None = None
 
 
 class OpenInference:
@@ -176,8 +178,12 @@ class OpenInference:
         self, request: InferRequest, wait_s: float
     ) -> tuple[_Served, ModelTensors, list[TaskAnswer]]:
         served = await self._resolve(request.model, request.version)
-        entry = await self.gateway.live_models.require_live(served.served)
-        tensors = await self._tensors(served, entry)
+        entry = served.entry
+        if entry is None or not entry.workers:  # the error saying why, or a fresh read
+            entry = await self.gateway.live_models.require_live(served.served)
+        tensors = self._bound.get((served.served, entry.record.descriptor_set))
+        if tensors is None:
+            tensors = await self._tensors(served, entry)
         bodies = tensors.request_bodies(request.inputs)
         if request.outputs is not None:  # checked before any task is submitted
             unknown = set(request.outputs) - {t.name for t in tensors.outputs}
@@ -221,7 +227,7 @@ class OpenInference:
             entry = await gateway.live_models.get(model)
             if entry is not None and "@" not in entry.record.name:
                 if entry.record.version == version:
-                    return _Served(model, model, version, catalog=False)
+                    return _Served(model, model, version, catalog=False, entry=entry)
         ref = model if version is None else f"{model}@{version}"
         _, _, tail = ref.rpartition("@")
         if tail.isdigit() and (not tail.isascii() or int(tail) >= 2**63):
@@ -232,7 +238,8 @@ class OpenInference:
         if at:
             return _Served(name, served, number, catalog=True)
         entry = await gateway.live_models.get(served)
-        return _Served(name, served, entry.record.version if entry else "", catalog=False)
+        live_version = entry.record.version if entry else ""
+        return _Served(name, served, live_version, catalog=False, entry=entry)
 
     async def _signature_tensors(self, served: str) -> ModelTensors:
         tensors = self._signatures.get(served)

@@ -167,7 +167,7 @@ def _datatype(name: str, datatype: Any) -> np.dtype:  # type: ignore[type-arg]
 
 def _shape(name: str, shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list | tuple) or not all(
-        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
+        [isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape]
     ):
         raise InvalidRequest(f"tensor {name!r}: shape must be a list of sizes >= 0, not {shape!r}")
     return tuple(shape)
@@ -232,11 +232,12 @@ def _numbers(name: str, datatype: str, dtype: np.dtype, values: Any) -> Array:  
         what = {"b": "booleans", "f": "fractions", "U": "strings"}.get(kind, "not numbers")
         raise InvalidRequest(f"tensor {name!r}: {datatype} data holds {what}")
     if dtype.kind == "f":
-        with np.errstate(over="ignore"):
-            array = given.astype(dtype).ravel()
         # A finite sum says every value is finite in one ufunc pass (isfinite().all() takes
         # two and a wrapper); only a sum that is not (or overflowed) looks value by value.
-        if not math.isfinite(_add(array)) and not _all(_isfinite(array)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = given.astype(dtype).ravel()
+            finite = math.isfinite(_add(array)) or _all(_isfinite(array))
+        if not finite:
             raise InvalidRequest(f"tensor {name!r}: a value is out of {datatype}'s range")
         return array
     if dtype.kind in "iu":

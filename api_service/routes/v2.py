@@ -314,8 +314,8 @@ async def infer_answer(
 ) -> Response:
     """The answer to an infer request's body: the outputs (JSON, or JSON and binary data), or,
     with ``Prefer: respond-async``, the 202 naming the tasks."""
-    encoding = headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
+    encoding = headers.get("content-encoding")
+    if encoding is not None and (encoding := encoding.strip().lower()) != "identity":
         body = _decompressed(body, encoding, oip.gateway.settings.oip_max_body_bytes)
     parsed = _parse(body, headers.get(HEADER_LENGTH))
     timeout_us = parsed.params.get("timeout")
@@ -382,22 +382,23 @@ class _Parsed:
                 name = output.get("name")
                 if not isinstance(name, str):
                     raise InvalidRequest("an output has no name")
-                wanted = _object(output.get("parameters"), f"output {name!r}'s parameters")
+                wanted = _object(output.get("parameters"), "output {!r}'s parameters", name)
                 as_binary = wanted.get("binary_data", binary)
                 if not isinstance(as_binary, bool):
                     raise InvalidRequest(f"output {name!r}: binary_data must be true or false")
                 self.binary[name] = as_binary
                 self.output_names.append(name)
 
-    def in_binary(self, name: str) -> bool:
-        return self.binary.get(name, self.binary_default)
 
-
-def _object(value: Any, what: str) -> dict[str, Any]:
+def _object(value: Any, what: str, name: str = "") -> dict[str, Any]:
+    """``value`` as a JSON object (None: an empty one); ``what`` names it, with ``name`` in
+    its ``{!r}`` (formatted only for the error: this runs for every input)."""
+    if type(value) is dict:
+        return value
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidRequest(f"{what} must be a JSON object")
+        raise InvalidRequest(f"{what.format(name)} must be a JSON object")
     return value
 
 
@@ -432,7 +433,7 @@ def _parse(body: bytes, header_length: str | None) -> _Parsed:
         shape: Any = raw.get("shape")
         if not isinstance(name, str):
             raise InvalidRequest("an input has no name")
-        params = _object(raw.get("parameters"), f"input {name!r}'s parameters")
+        params = _object(raw.get("parameters"), "input {!r}'s parameters", name)
         size = params.get("binary_data_size")
         if size is None:
             if "data" not in raw:
@@ -460,13 +461,14 @@ def _parse(body: bytes, header_length: str | None) -> _Parsed:
 
 def _answer(response: InferResponse, parsed: _Parsed) -> Response:
     outputs, blobs = [], []
+    binary, binary_default = parsed.binary, parsed.binary_default
     for tensor in response.outputs:
         output: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,
-            "shape": list(tensor.shape),
+            "shape": tensor.shape,  # a tuple: orjson writes it as a list
         }
-        if parsed.in_binary(tensor.name):
+        if binary.get(tensor.name, binary_default):
             raw = tensor.to_bytes()
             output["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)

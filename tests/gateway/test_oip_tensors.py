@@ -5,6 +5,7 @@ mapping of generic ONNX versions checked against the worker's own reading of the
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,9 @@ def test_values_and_bytes_round_trip(datatype: str) -> None:
         ("INT32", [True]),
         ("BOOL", [1]),
         ("FP32", [1e39]),
+        ("FP32", [1.0, math.nan]),  # gRPC's typed contents can hold these; JSON cannot
+        ("FP32", [-math.inf, 1.0]),
+        ("FP64", [math.inf]),
         ("FP16", [70000.0]),
         ("FP32", ["1.0"]),
         ("BYTES", [1]),
@@ -75,6 +79,13 @@ def test_values_and_bytes_round_trip(datatype: str) -> None:
 def test_values_a_datatype_cannot_hold_are_refused(datatype: str, values: list[Any]) -> None:
     with pytest.raises(InvalidRequest, match="tensor 't'"):
         tensor_from_values("t", datatype, [len(values)], values)
+
+
+def test_float_values_near_the_range_limit_are_kept() -> None:
+    """The finite check sums the values: a sum past the range is no value past it."""
+    tensor = tensor_from_values("t", "FP32", [4], [3e38] * 4)
+    assert tensor.array.tolist() == [float(np.float32(3e38))] * 4
+    assert tensor_from_values("t", "FP64", [2], [1.7e308] * 2).array.tolist() == [1.7e308] * 2
 
 
 def test_raw_bytes_are_checked() -> None:
