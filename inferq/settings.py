@@ -96,6 +96,14 @@ class GatewaySettings(CommonSettings):
         "client frees its connection soon.",
     )
     max_wait_s: float = Field(30.0, gt=0, description="Longest `?wait=` a request may hold.")
+    shutdown_grace_s: float = Field(
+        35.0,
+        ge=0,
+        description="On SIGTERM, how long the HTTP requests in flight may take to finish "
+        "before they are cut (a `?wait=` holds up to INFERQ_MAX_WAIT_S): more than that wait, "
+        "and less than the stop grace of the process manager (Kubernetes' "
+        "terminationGracePeriodSeconds, compose's stop_grace_period).",
+    )
     oip_max_body_bytes: int = Field(
         67_108_864,
         gt=0,

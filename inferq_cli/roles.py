@@ -4,6 +4,7 @@ is imported only by the command that runs it, so ``inferq models`` loads no gate
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         # Nothing reads the client's address, which is all X-Forwarded-* would correct.
         proxy_headers=False,
         server_header=False,  # no need to tell every client the server's name
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),  # uvicorn takes an int
     )
     return 0
 
