@@ -465,6 +465,25 @@ async def test_a_revoked_key_stops_working_within_the_cache_time(
     assert await refused_handshake(stack, bearer(token)) == 401
 
 
+def test_a_rotated_keys_old_token_stops_working_within_the_cache_time(
+    gateway: tuple[Stack, Keys],
+) -> None:
+    stack, keys = gateway
+    old = new_key(stack, keys.admin, "rotated", ["read"])
+    with httpx.Client(base_url=stack.url, timeout=10) as client:
+        assert client.get("/models", headers=bearer(old)).status_code == 200  # cached
+        rotated = client.post(f"/keys/{key_id(old)}/rotate", headers=bearer(keys.admin))
+        assert rotated.status_code == 201, rotated.text
+        new = rotated.json()["secret"]
+        assert client.get("/models", headers=bearer(new)).status_code == 200  # at once
+        wait_until(
+            lambda: client.get("/models", headers=bearer(old)).status_code == 401,
+            3,
+            "the old token refused",
+        )
+        assert client.get("/models", headers=bearer(new)).status_code == 200
+
+
 async def test_an_open_socket_stops_serving_a_revoked_key(gateway: tuple[Stack, Keys]) -> None:
     """A socket outlives its handshake: its key is checked again for every frame, and a
     revoked one closes it (4401) within the cache time, as it stops working elsewhere."""
