@@ -81,10 +81,15 @@ def test_values_a_datatype_cannot_hold_are_refused(datatype: str, values: list[A
         tensor_from_values("t", datatype, [len(values)], values)
 
 
-def test_float_values_near_the_range_limit_are_kept() -> None:
-    """The finite check sums the values: a sum past the range is no value past it."""
-    tensor = tensor_from_values("t", "FP32", [4], [3e38] * 4)
-    assert tensor.array.tolist() == [float(np.float32(3e38))] * 4
+def test_float_values_at_the_range_edge_are_kept_and_past_it_refused() -> None:
+    """The largest value as it is written (it rounds to the largest float) is kept; from
+    half a step past it (it would round to infinity) a value is refused."""
+    for datatype, edge, past in (("FP32", 3.4028235e38, 3.4028236e38), ("FP16", 65519.0, 65520)):
+        kept = tensor_from_values("t", datatype, [2], [edge, -edge])
+        assert np.isfinite(kept.array).all()
+        for value in (past, -past):
+            with pytest.raises(InvalidRequest, match="out of"):
+                tensor_from_values("t", datatype, [1], [value])
     assert tensor_from_values("t", "FP64", [2], [1.7e308] * 2).array.tolist() == [1.7e308] * 2
 
 
