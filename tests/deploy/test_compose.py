@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -198,6 +200,33 @@ def test_the_schema_catches_a_misspelt_key(compose: dict[str, Any]) -> None:
         "stop_grace_period"
     )
     assert any("stop_grace_periode" in e.message for e in validator().iter_errors(broken))
+
+
+def compose_cli() -> list[str] | None:
+    """A Docker Compose v2 command line, where one is installed (it needs no daemon for
+    `config`); None elsewhere, as on the CI machine."""
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    for argv in candidates:
+        if shutil.which(argv[0]) is None:
+            continue
+        version = subprocess.run([*argv, "version", "--short"], capture_output=True, text=True)
+        if version.returncode == 0 and version.stdout.strip().lstrip("v").startswith("2."):
+            return argv
+    return None
+
+
+@pytest.mark.skipif(compose_cli() is None, reason="no Docker Compose v2 here")
+def test_docker_compose_itself_accepts_the_file() -> None:
+    argv = compose_cli()
+    assert argv is not None
+    env = {**os.environ, **DOT_ENV}
+    run = subprocess.run(
+        [*argv, "-f", str(COMPOSE), "--profile", "bench", "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
 
 
 # -- credentials and ports ---------------------------------------------------------------------
