@@ -246,13 +246,31 @@ def test_a_worker_is_healthy_by_its_own_check(objects: tuple[Obj, ...]) -> None:
             assert command == ["inferq", "worker", target, "--check"], (target, probe)
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         settings = settings_from(WorkerSettings, container_env(objects, container))
-        empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
-        mounts = {
-            m["mountPath"].rstrip("/")
-            for m in container.get("volumeMounts", [])
-            if m["name"] in empty_dirs and not m.get("readOnly")
-        }
-        assert settings.health_dir.rstrip("/") in mounts, (target, settings.health_dir)
+        assert settings.health_dir.rstrip("/") in writable_mounts(pod, container), target
+
+
+def test_workers_can_write_what_they_write(objects: tuple[Obj, ...]) -> None:
+    """On a read-only root filesystem, the liveness files' directory and the cache of
+    model files fetched from the store (`inferq worker onnx:NAME`, the model host's) are
+    writable volumes, in the workers' and the model host's pods."""
+    for workload, pod, container in inferq_containers(objects):
+        if container["args"][1] not in ("worker", "host"):
+            continue
+        env = container_env(objects, container)
+        mounts = writable_mounts(pod, container)
+        assert settings_from(WorkerSettings, env).health_dir.rstrip("/") in mounts
+        cache = settings_from(CatalogSettings, env).model_cache_dir
+        assert cache.rstrip("/") in mounts, (workload["metadata"]["name"], cache)
+
+
+def writable_mounts(pod: Obj, container: Obj) -> set[str]:
+    """The container's mount paths of writable emptyDir volumes."""
+    empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    return {
+        m["mountPath"].rstrip("/")
+        for m in container.get("volumeMounts", [])
+        if m["name"] in empty_dirs and not m.get("readOnly")
+    }
 
 
 def test_every_worker_has_a_scaler_on_its_queue(objects: tuple[Obj, ...]) -> None:
@@ -381,6 +399,10 @@ def test_grace_periods_are_ordered(objects: tuple[Obj, ...]) -> None:
         settings = settings_from(WorkerSettings, container_env(objects, container))
         needed = pre_stop_sleep_s(container) + settings.grace_period_s
         assert pod["terminationGracePeriodSeconds"] > needed, target
+    # The model host stops its workers with the same grace, then kills what is left.
+    (host,) = [(p, c) for _, p, c in inferq_containers(objects) if c["args"][1] == "host"]
+    settings = settings_from(WorkerSettings, container_env(objects, host[1]))
+    assert host[0]["terminationGracePeriodSeconds"] > settings.grace_period_s
 
 
 def test_the_gateway_keeps_serving_while_its_endpoints_go(objects: tuple[Obj, ...]) -> None:
