@@ -235,8 +235,12 @@ def _numbers(name: str, datatype: str, dtype: np.dtype, values: Any) -> Array:  
         # A value casts to a finite one when its magnitude is below the datatype's limit, so
         # the given values are checked and the cast cannot overflow: no np.errstate, whose
         # context variable costs more than the check in a server's task. NaN fails both.
+        # The sum of squares (one BLAS call, ~0.4 us; min and max take ~1.6) bounds every
+        # value; only where it does not is each value looked at.
         limit = _FLOAT_LIMITS[datatype]
-        if not (-limit < _min(given, None) and _max(given, None) < limit):
+        if not (kind == "f" and np.vdot(given, given) < limit * limit) and not (
+            -limit < _min(given, None) and _max(given, None) < limit
+        ):
             raise InvalidRequest(f"tensor {name!r}: a value is out of {datatype}'s range")
         return given.astype(dtype).ravel()
     if dtype.kind in "iu":
