@@ -94,8 +94,9 @@ def _summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         name: {metric: median(name, metric) for metric in ("throughput_rps", "p50_ms")}
         for name in ("baseline", "old", "new")
     }
+    # A round where OLD completed nothing (a stall longer than the window) has no ratio.
     summary["new_over_old"] = {
-        metric: [r["new"][metric] / r["old"][metric] for r in rounds]
+        metric: [r["new"][metric] / r["old"][metric] for r in rounds if r["old"][metric]]
         for metric in ("throughput_rps", "p50_ms")
     }
     summary["errors"] = sum(r[name]["errors"] for r in rounds for name in r)
@@ -119,9 +120,8 @@ def format_summary(result: dict[str, Any]) -> str:
         )
     for metric, label in (("throughput_rps", "req/s"), ("p50_ms", "p50")):
         per_round = s["new_over_old"][metric]
-        lines.append(
-            f"new/old {label}: median {statistics.median(per_round):.3f}, per round "
-            + " ".join(f"{v:.2f}" for v in per_round)
-        )
+        middle = f"{statistics.median(per_round):.3f}" if per_round else "-"
+        each = " ".join(f"{v:.2f}" for v in per_round)
+        lines.append(f"new/old {label}: median {middle}, per round {each}")
     lines.append(f"errors: {s['errors']}")
     return "\n".join(lines)
