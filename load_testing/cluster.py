@@ -243,15 +243,15 @@ class RabbitCluster:
         return next((sorted(row["members"]) for row in rows if row.get("name") == queue), [])
 
     def connections(self) -> list[dict[str, Any]]:
-        """Every client connection of the cluster: pid, peer_port, node, name."""
-        found: list[dict[str, Any]] = []
-        for node in self.live():
-            with_ports = node.ctl_json("list_connections", "pid", "peer_port", "client_properties")
-            for row in with_ports:
-                if f"@{node.name.split('@')[1]}" in str(row.get("pid")):
-                    row["node"] = node.name
-                    found.append(row)
-            break  # list_connections lists the whole cluster's from any node
+        """Every client connection of the cluster (any node lists them all): its Erlang pid
+        (``<rabbit-2-TAG@localhost.N.N.N>``; the JSON formatter mangles it), peer port, node."""
+        via = self.live()[0]
+        rows = via.ctl("list_connections", "--no-table-headers", "pid", "peer_port").stdout
+        found = []
+        for line in rows.splitlines():
+            pid, _, port = line.strip().partition("\t")
+            if pid.startswith("<") and port.isdigit():
+                found.append({"pid": pid, "peer_port": int(port), "node": self.node_of_pid(pid)})
         return found
 
     def close_connections(self, local_ports: set[int], reason: str) -> list[str]:
@@ -259,9 +259,9 @@ class RabbitCluster:
         closed = []
         via = self.live()[0]
         for row in self.connections():
-            if int(row.get("peer_port") or 0) in local_ports:
-                via.ctl("close_connection", str(row["pid"]), reason, check=False)
-                closed.append(self.node_of_pid(str(row["pid"])))
+            if row["peer_port"] in local_ports:
+                via.ctl("close_connection", row["pid"], reason, check=False)
+                closed.append(row["node"])
         return closed
 
     def node_of_pid(self, pid: str) -> str:
