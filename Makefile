@@ -61,5 +61,13 @@ loadtest: install
 bench: install services
 	$(BIN)/python -m load_testing.bench $(BENCH_ARGS)
 
+# Issue 19's failover scenario, three runs, each on fresh private servers (a 3-node RabbitMQ
+# cluster with quorum queues, Redis with a replica and 3 Sentinels; never the shared ones);
+# ~2 min a run; see load_testing/README.md ("Failover run"). One run is tests/faults/test_failover.py.
+FAILOVER_ARGS ?= --runs 3
+.PHONY: failover
+failover: install
+	$(BIN)/python -m load_testing.failover $(FAILOVER_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
