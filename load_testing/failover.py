@@ -61,6 +61,11 @@ class FailoverTally(Tally):
     max_request_s: float = 0.0  # the longest single HTTP request
     max_task_s: float = 0.0  # the longest from a task's first POST to its checked answer
     redelivered: int = 0  # tasks whose record says attempts > 1
+    # The model ran a task whose POST was answered 503: the broker got the message but the
+    # gateway lost its confirm (a node or connection gone), marked the task rejected and
+    # refused it; the worker ran it anyway (model_b reads no record first) and its result was
+    # not stored (finish.lua keeps "rejected"). Wasted work, not a loss: the client retried.
+    executed_unaccepted: int = 0
     faults_late: int = 0  # faults made once every task was accepted: not under load
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -324,7 +329,10 @@ class Run:
             if view.get("error"):
                 errors[view["error"]["type"]] += 1
             tally.redelivered += int(view.get("attempts") or 0) > 1
-        tally.executed_twice = sum(1 for n in self.executions().values() if n > 1)
+        runs = self.executions()
+        tally.executed_twice = sum(1 for n in runs.values() if n > 1)
+        tally.executed_unaccepted = len(set(runs) - set(self.checks))
+        (self.processes.log_dir / "accepted.txt").write_text("".join(f"{t}\n" for t in self.checks))
         tally.stored_twice = sum(1 for n in self.final_writes.values() if n > 1)
         tally.errors = dict(errors)
         tally.faults_late = sum(
@@ -416,7 +424,8 @@ def report(tallies: list[FailoverTally], args: argparse.Namespace, log_root: Pat
         ("accepted", "accepted"), ("succeeded", "succeeded"), ("failed", "failed"),
         ("expired", "expired"), ("rejected", "rejected"), ("lost", "lost"),
         ("wrong result", "wrong_result"), ("executed twice", "executed_twice"),
-        ("redelivered", "redelivered"), ("stored twice", "stored_twice"),
+        ("redelivered", "redelivered"), ("ran, refused", "executed_unaccepted"),
+        ("stored twice", "stored_twice"),
         ("503 retried", "retried_503"), ("429 retried", "retried_429"),
         ("no answer", "transport_errors"), ("client timeouts", "client_timeouts"),
         ("faults late", "faults_late"), ("max request s", "max_request_s"),
@@ -432,7 +441,8 @@ def report(tallies: list[FailoverTally], args: argparse.Namespace, log_root: Pat
         lines.append(f"  {name:<16}" + "".join(f"{getattr(t, attr):>10}" for t in tallies))
     lines.append(
         "  lost: accepted, never final; executed twice: >1 access-log line of the workers "
-        "(the model ran it); stored twice: >1 task-done notice (final state written twice)"
+        "(the model ran it); stored twice: >1 task-done notice (final state written twice); "
+        "ran, refused: run by a worker though its POST was answered 503"
     )
     for i, tally in enumerate(tallies, 1):
         if tally.errors:
