@@ -55,13 +55,17 @@ def wait_final(
 
 
 def records(namespace: str, task_ids: list[str], redis_url: str = SHARED.redis_url) -> dict:  # type: ignore[type-arg]
-    """Raw task records straight from Redis: id -> {field: value} (str)."""
+    """Raw task records straight from Redis: id -> {field: value} (str; a binary ``result``
+    read with its undecodable bytes replaced: the probes read the other fields)."""
     names = Names(namespace)
-    with redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5) as client:
+    with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
         pipe = client.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.hgetall(names.task(task_id))
-        return dict(zip(task_ids, pipe.execute(), strict=True))
+        return {
+            task_id: {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+            for task_id, fields in zip(task_ids, pipe.execute(), strict=True)
+        }
 
 
 def running(
