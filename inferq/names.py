@@ -54,6 +54,12 @@ class Names:
         return f"{self.namespace}:task-done"
 
     @property
+    def replication_mark(self) -> str:
+        """A key each worker writes just before a Redis WAIT (`TaskStore.finish` with
+        replicas), so that the WAIT covers every write before it, whichever connection made it."""
+        return f"{self.namespace}:replication-mark"
+
+    @property
     def models(self) -> str:
         """Set of the names of every model ever registered (and not expired)."""
         return f"{self.namespace}:models"

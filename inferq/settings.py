@@ -7,8 +7,9 @@ code that needs them, never read from a global.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -25,9 +26,31 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFERQ_", env_file=".env", extra="ignore")
 
     amqp_url: str = Field(
-        "amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ connection URL."
+        "amqp://guest:guest@127.0.0.1:5672/",
+        description="RabbitMQ connection URL, or several, comma-separated, for the nodes of a "
+        "cluster (each a full URL; a comma inside one is written %2C): a process connects to "
+        "one of them (from a random one on, so gateways spread) and, when that connection is "
+        "lost, to the next that answers.",
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis connection URL.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis connection URL; or, for Redis with Sentinel, "
+        "redis+sentinel://[:password@]host:port[,host:port...]/MASTER_NAME[/DB] (the sentinels; "
+        "the password is the Redis one): the clients follow a failover.",
+    )
+    redis_sentinel_password: str | None = Field(
+        None, description="Password of the sentinels themselves, if they require one."
+    )
+    redis_min_replicas_ack: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must have a task's final state (Redis WAIT) before a "
+        "worker acks its message; until they do, it writes and waits again and the message "
+        "stays unacked. 0: ack once the primary has it (a failover may lose that write).",
+    )
+    redis_replica_timeout_ms: int = Field(
+        1000, gt=0, description="Longest wait of one WAIT for INFERQ_REDIS_MIN_REPLICAS_ACK."
+    )
     namespace: str = Field(
         "inferq",
         pattern=NAME_PATTERN,
@@ -65,13 +88,49 @@ class CommonSettings(BaseSettings):
         "queue keeps its type: delete it to change it.",
     )
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls_parse(cls, value: str) -> str:
+        """One URL or a comma-separated list of them, each amqp:// or amqps:// with a host;
+        kept without the spaces around the commas."""
+        urls = [url.strip() for url in value.split(",")]
+        for url in urls:
+            if not url:
+                raise ValueError(f"an empty URL in the list {value!r}")
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 - raises on a port that is not a number
+            except ValueError as error:
+                raise ValueError(f"{url!r} is not a URL: {error}") from None
+            if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an amqp:// or amqps:// URL with a host")
+        return ",".join(urls)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, value: str) -> str:
+        from inferq.redis_client import SENTINEL_SCHEME, parse_sentinel_url
+
+        if value.startswith(SENTINEL_SCHEME):
+            parse_sentinel_url(value)  # its ValueError says what is wrong
+        return value
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """Every URL of `amqp_url`, each with the AMQP heartbeat asked for, unless the URL
+        names its own."""
+        return [self._with_heartbeat(url) for url in self.amqp_url.split(",")]
+
     @property
     def amqp_connection_url(self) -> str:
-        """`amqp_url` with the AMQP heartbeat asked for, unless the URL names its own."""
-        if "heartbeat=" in self.amqp_url:
-            return self.amqp_url
-        separator = "&" if "?" in self.amqp_url else "?"
-        return f"{self.amqp_url}{separator}heartbeat={self.amqp_heartbeat_s}"
+        """The first of `amqp_urls`, for callers that need one."""
+        return self.amqp_urls[0]
+
+    def _with_heartbeat(self, url: str) -> str:
+        if "heartbeat=" in url:
+            return url
+        separator = "&" if "?" in url else "?"
+        return f"{url}{separator}heartbeat={self.amqp_heartbeat_s}"
 
     @property
     def heartbeat_ttl_s(self) -> float:

@@ -4,8 +4,7 @@ operator's action on a whole deployment, used by no role: so it sits here, above
 
 from __future__ import annotations
 
-import aio_pika
-
+from inferq.amqp import connect_once
 from inferq.names import Names
 from inferq.redis_client import connect_redis
 from inferq.settings import CommonSettings
@@ -13,12 +12,12 @@ from inferq.settings import CommonSettings
 
 async def drop_namespace(settings: CommonSettings, models: list[str] = ()) -> None:  # type: ignore[assignment]
     names = Names(settings.namespace)
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, sentinel_password=settings.redis_sentinel_password)
     try:
         members = await redis.smembers(names.models)  # type: ignore[misc]
         known = {m.decode() if isinstance(m, bytes) else m for m in members}
         queues = [names.model_queue(m) for m in sorted(known | set(models))]
-        connection = await aio_pika.connect(settings.amqp_url)
+        connection = await connect_once(settings.amqp_urls)
         async with connection:
             for queue in [*queues, names.dead_letter_queue]:
                 channel = await connection.channel()

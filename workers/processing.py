@@ -31,7 +31,7 @@ from inferq.tasks.outcomes import (
     model_failure,
 )
 from inferq.tasks.state import TaskStatus, now_ms
-from inferq.tasks.store import TaskStore
+from inferq.tasks.store import NotReplicated, TaskStore
 from inferq.tracing import start_consumer_span
 from proto.task_pb2 import TaskBatch, TaskEnvelope
 from workers import context, metrics
@@ -69,7 +69,12 @@ async def retry_redis(call: Callable[[], Awaitable[T]], stopping: asyncio.Event)
         except RedisError as error:
             if stopping.is_set():
                 raise
-            logger.warning("Redis unavailable, retrying in %.1fs: %s", STORE_RETRY_S, error)
+            if isinstance(error, NotReplicated):  # held unacked until the replicas have it
+                logger.warning(
+                    "result not replicated, writing again in %.1fs: %s", STORE_RETRY_S, error
+                )
+            else:
+                logger.warning("Redis unavailable, retrying in %.1fs: %s", STORE_RETRY_S, error)
             await asyncio.sleep(STORE_RETRY_S)
 
 
@@ -326,9 +331,12 @@ class BatchProcessor:
     async def _store_outcomes(
         self, outcomes: dict[str, Outcome], tasks: dict[str, TaskEnvelope]
     ) -> bool:
-        if not outcomes:
-            return True
         try:
+            if not outcomes:
+                # Every task was final already: written by an earlier delivery, whose worker
+                # may not have seen it replicated (INFERQ_REDIS_MIN_REPLICAS_ACK).
+                await self._with_redis(self._store.wait_replicated)
+                return True
             await self._with_redis(lambda: self._store.finish(outcomes, self._worker_id, tasks))
         except asyncio.CancelledError:
             raise

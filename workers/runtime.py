@@ -90,9 +90,17 @@ class Worker:
         self._stopping.set()
 
     async def start(self) -> None:
-        self._redis: Redis = connect_redis(self.settings.redis_url)
+        self._redis: Redis = connect_redis(
+            self.settings.redis_url, sentinel_password=self.settings.redis_sentinel_password
+        )
         await warn_if_not_persistent(self._redis)
-        self._store = TaskStore(self._redis, self.names, self.settings.result_ttl_s)
+        self._store = TaskStore(
+            self._redis,
+            self.names,
+            self.settings.result_ttl_s,
+            self.settings.redis_min_replicas_ack,
+            self.settings.redis_replica_timeout_ms,
+        )
         self._processor = BatchProcessor(
             self.model,
             self._store,
@@ -110,7 +118,7 @@ class Worker:
         if self.settings.metrics_port:
             prometheus_client.start_http_server(self.settings.metrics_port)
         self._connection: AbstractRobustConnection = await connect_with_retry(
-            self.settings.amqp_connection_url, self.worker_id
+            self.settings.amqp_urls, self.worker_id
         )
         self._runners = [
             asyncio.create_task(self._run_batches(), name=f"runner-{i}")
@@ -208,6 +216,7 @@ class Worker:
             descriptor_set=build_descriptor_set(model.request_type, model.response_type),
             queue_max_length=self._queue_max_length,
             max_batch_size=self.max_batch_size,
+            scale_to_zero=model.scale_to_zero,
             description=model.description,
             registered_at_ms=now_ms(),
         )

@@ -49,7 +49,7 @@ class TaskPublisher:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         timeout_s: float,
         on_connect: Callable[[AbstractRobustConnection], Awaitable[None]],
     ) -> None:

@@ -212,9 +212,15 @@ async def open_gateway(
     names = Names(settings.namespace)
     catalog = await asyncio.to_thread(Catalog.open, catalog_settings.catalog_url)
     files = open_model_files(catalog_settings.model_store_url)
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, sentinel_password=settings.redis_sentinel_password)
     await warn_if_not_persistent(redis)
-    store = TaskStore(redis, names, settings.result_ttl_s)
+    store = TaskStore(
+        redis,
+        names,
+        settings.result_ttl_s,
+        settings.redis_min_replicas_ack,  # the dead-letter consumer's final writes
+        settings.redis_replica_timeout_ms,
+    )
     registry = Registry(redis, names, settings.heartbeat_ttl_s, settings.model_record_ttl_s)
 
     async def on_broker_connect(connection: AbstractRobustConnection) -> None:
@@ -222,9 +228,7 @@ async def open_gateway(
         dead_letters = DeadLetterConsumer(channel, names, store, publisher, settings.delivery_limit)
         await dead_letters.start()
 
-    publisher = TaskPublisher(
-        settings.amqp_connection_url, settings.publish_timeout_s, on_broker_connect
-    )
+    publisher = TaskPublisher(settings.amqp_urls, settings.publish_timeout_s, on_broker_connect)
     await publisher.start()
     waiter = TaskWaiter(redis, names.task_done_channel, store, settings.result_ttl_s)
     waiter.start()

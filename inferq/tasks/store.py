@@ -7,6 +7,13 @@ the Lua scripts in ``lua/``, so they are atomic: a final state is written once, 
 second (a redelivered copy, the dead-letter consumer) finds it final and leaves it. Writing a
 final state also announces the task id on a pub/sub channel, which wakes long-polling
 requests; the hash stays the source of truth.
+
+A failover of a replicated Redis loses the writes the old primary acknowledged but had not
+yet sent to the replica that takes over. A store made with ``replicas`` (the setting
+``INFERQ_REDIS_MIN_REPLICAS_ACK``) follows each final write with a Redis ``WAIT`` for that
+many replicas, in the same round trip, and raises `NotReplicated` when fewer acknowledged in
+time: its caller then does not ack the task's message, and writes again (the final state is
+written once: a second write of it changes nothing, and the next ``WAIT`` covers the first).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from inferq.names import Names
 from inferq.tasks.outcomes import Outcome
@@ -41,33 +48,75 @@ _SHA = {
 }
 
 
-class TaskStore:
-    """Reads and moves task records. Every key it writes gets the result TTL."""
+class NotReplicated(RedisError):
+    """Fewer replicas than asked acknowledged a final write in time (Redis ``WAIT``)."""
 
-    def __init__(self, redis: Redis, names: Names, ttl_s: int) -> None:
+
+class TaskStore:
+    """Reads and moves task records. Every key it writes gets the result TTL. ``replicas``:
+    final writes wait for that many replicas (see the module's docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        names: Names,
+        ttl_s: int,
+        replicas: int = 0,
+        replica_timeout_ms: int = 1000,
+    ) -> None:
         self._redis = redis
         self._names = names
         self._ttl_s = ttl_s
+        self._replicas = replicas
+        self._replica_timeout_ms = replica_timeout_ms
 
-    async def _run_scripts(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+    async def _run_scripts(
+        self, calls: list[tuple[str, list[str], list[Any]]], replicated: bool = False
+    ) -> list[Any]:
         """Runs (script, keys, args) calls in one round trip, by EVALSHA. (redis-py's own
         pipelined scripts cost a SCRIPT EXISTS round trip each time.) A Redis restart
-        forgets scripts: then load them and run again."""
+        forgets scripts: then load them and run again. ``replicated``: then wait for the
+        store's replicas, in the same round trip."""
         try:
-            return await self._send_scripts(calls)
+            return await self._send_scripts(calls, replicated)
         except NoScriptError:
             for script in _SHA:
                 await self._redis.script_load(script)
-            return await self._send_scripts(calls)
+            return await self._send_scripts(calls, replicated)
 
-    async def _send_scripts(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        if len(calls) == 1:  # one call needs no pipeline, which has a cost of its own
+    async def _send_scripts(
+        self, calls: list[tuple[str, list[str], list[Any]]], replicated: bool = False
+    ) -> list[Any]:
+        wait = replicated and self._replicas > 0
+        if len(calls) == 1 and not wait:  # one call needs no pipeline, which has a cost
             script, keys, args = calls[0]
             return [await self._redis.evalsha(_SHA[script], len(keys), *keys, *args)]  # type: ignore[misc]
         async with self._redis.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 pipe.evalsha(_SHA[script], len(keys), *keys, *args)
-            return await pipe.execute()  # type: ignore[no-any-return]
+            if wait:
+                # WAIT covers the writes of its own connection (a pipeline's): the mark, a
+                # write every time, makes it cover all before it, a final state an earlier
+                # call wrote on another connection included.
+                pipe.set(self._names.replication_mark, now_ms(), px=self._ttl_s * 1000)
+                pipe.execute_command("WAIT", self._replicas, self._replica_timeout_ms)
+            replies = await pipe.execute()
+        if wait:
+            acknowledged = int(replies[-1])
+            if acknowledged < self._replicas:
+                raise NotReplicated(
+                    f"{acknowledged} of {self._replicas} replica(s) acknowledged the final "
+                    f"write in {self._replica_timeout_ms} ms (INFERQ_REDIS_MIN_REPLICAS_ACK)"
+                )
+            replies = replies[: len(calls)]
+        return replies  # type: ignore[no-any-return]
+
+    async def wait_replicated(self) -> None:
+        """Waits until the store's replicas have every write made so far, a final state
+        another call wrote included; raises `NotReplicated` if they do not in time. No round
+        trip when the store waits for none."""
+        if self._replicas:
+            await self._run_scripts([], replicated=True)
 
     async def create(self, tasks: list[TaskEnvelope]) -> None:
         """Records tasks as queued, in one round trip. The gateway may create a record after
@@ -120,7 +169,8 @@ class TaskStore:
         ``tasks``: the envelopes, whose model and times are written too (the same values the
         gateway writes; a worker can finish a task before the gateway's write lands, and the
         task-done message must carry them), and whose ``in_flight_limited`` frees the task's
-        slot of its API key's in-flight limit (``lua/admit.lua``) in the same call."""
+        slot of its API key's in-flight limit (``lua/admit.lua``) in the same call. Raises
+        `NotReplicated` when the store waits for replicas and fewer had it in time."""
         if not outcomes:
             return []
         at = now_ms()
@@ -141,7 +191,7 @@ class TaskStore:
             args += [task_id, msgpack.packb(fields, use_bin_type=False)]
         keys += slot_keys
         args += slot_ids
-        [replies] = await self._run_scripts([(_FINISH, keys, args)])
+        [replies] = await self._run_scripts([(_FINISH, keys, args)], replicated=True)
         return [bool(r) for r in replies]
 
 
