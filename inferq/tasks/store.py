@@ -14,6 +14,10 @@ yet sent to the replica that takes over. A store made with ``replicas`` (the set
 many replicas, in the same round trip, and raises `NotReplicated` when fewer acknowledged in
 time: its caller then does not ack the task's message, and writes again (the final state is
 written once: a second write of it changes nothing, and the next ``WAIT`` covers the first).
+The other writes do not wait. A lost ``queued`` record (the gateway's `create`) loses no
+task: the broker holds the message, and the worker that takes it writes the record's fields
+again with its ``running`` or final state; until then a poll may answer 404. Waiting there
+would add a replica's round trip to every request for that window alone.
 """
 
 from __future__ import annotations
