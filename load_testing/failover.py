@@ -7,7 +7,7 @@ then every task is accounted for (load_testing/README.md, "Failover run").
 Each run starts its own servers (load_testing/cluster.py), 2 gateways and 3 workers of
 model_b (INFERQ_AMQP_URL: the three nodes; INFERQ_QUEUE_TYPE=quorum; INFERQ_REDIS_URL: the
 Sentinels) in a fresh namespace, and closed-loop clients sending digits to both gateways, each
-answer checked against the digit's label. As the accepted tasks pass 20%, 45% and 70% of
+answer checked against the digit's label. As the accepted tasks pass 15%, 40% and 60% of
 ``--tasks``: the node leading the model queue is SIGKILLed, then the Redis primary (the
 Sentinels promote the replica), then one gateway's broker connections are closed by the
 broker (``rabbitmqctl close_connection``). The killed servers come back a few seconds later,
@@ -249,9 +249,9 @@ class Run:
         restart does not hold the next fault back."""
         made = []
         for fraction, fault in (
-            (0.20, lambda: self.kill_queue_leader(leader)),
-            (0.45, self.kill_redis_primary),
-            (0.60, lambda: self.cut_gateway_link(0.70)),
+            (0.15, lambda: self.kill_queue_leader(leader)),
+            (0.40, self.kill_redis_primary),
+            (0.50, lambda: self.cut_gateway_link(0.60)),
         ):
             await self.at_progress(fraction)
             made.append(asyncio.create_task(fault()))

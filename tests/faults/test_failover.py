@@ -42,7 +42,7 @@ def test_failover_run_loses_nothing(tmp_path: Path) -> None:
     if lacking := client_side_missing():
         pytest.skip(f"the failover scenario needs what this checkout lacks: {lacking}")
     run = subprocess.run(
-        [sys.executable, "-m", "load_testing.failover", "--runs", "1", "--tasks", "4000",
+        [sys.executable, "-m", "load_testing.failover", "--runs", "1", "--tasks", "5000",
          "--json", "--log-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -55,11 +55,11 @@ def test_failover_run_loses_nothing(tmp_path: Path) -> None:
         "close gateway 0's broker connections",
     ], run.stdout
     assert tally["faults_late"] == 0, run.stdout
-    assert tally["accepted"] == 4000, run.stdout
+    assert tally["accepted"] == 5000, run.stdout
     assert tally["lost"] == 0, run.stdout
     assert tally["stored_twice"] == 0, run.stdout
     assert tally["wrong_result"] == 0, run.stdout
-    assert tally["succeeded"] == 4000, run.stdout
+    assert tally["succeeded"] == 5000, run.stdout
     assert tally["client_timeouts"] == 0, run.stdout
     assert tally["rejected"] == 0, run.stdout
     by_what = {event["what"]: event for event in tally["events"]}
