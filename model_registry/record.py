@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -26,6 +26,9 @@ class ModelRecord:
     #: Most requests a worker runs as one batch: the gateway packs no more tasks than this
     #: into one message, so a message never holds more work than one worker runs at once.
     max_batch_size: int = 1
+    #: The model's `workers.base.Model.scale_to_zero`: its tasks are accepted while no worker
+    #: is live (the record outlives the workers by INFERQ_MODEL_RECORD_TTL_S).
+    scale_to_zero: bool = False
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -36,7 +39,9 @@ class ModelRecord:
     def from_json(cls, raw: bytes | str) -> ModelRecord:
         data = orjson.loads(raw)
         data["descriptor_set"] = base64.b64decode(data["descriptor_set"])
-        return cls(**data)
+        # A field this version does not know (a newer worker's, mid-upgrade) is left out.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)

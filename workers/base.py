@@ -57,6 +57,11 @@ class Model(Generic[RequestT, ResponseT]):
     mark_running: ClassVar[bool] = True
     #: Queue length limit for this model; None takes ``INFERQ_QUEUE_MAX_LENGTH``.
     queue_max_length: ClassVar[int | None] = None
+    #: Whether the gateway accepts this model's tasks while no worker is live: they wait in
+    #: its queue until one starts (an autoscaler such as KEDA scales the workers up from zero
+    #: on the queue's depth). False: such a request gets 503 ModelUnavailable at once, for a
+    #: model whose clients would rather know than wait for a cold start.
+    scale_to_zero: ClassVar[bool] = False
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings

@@ -59,7 +59,7 @@ class LiveModels:
             )
         if entry is None:
             raise ModelNotFound(f"no model named {model!r}; GET /models lists them", model=model)
-        if not entry.workers:
+        if not entry.workers and not entry.record.scale_to_zero:
             raise ModelUnavailable(
                 f"model {model!r} has no live worker; start one with `inferq worker`",
                 retry_after_s=self._retry_after_s,

@@ -299,14 +299,18 @@ def test_every_worker_has_a_scaler_on_its_queue(objects: tuple[Obj, ...]) -> Non
         assert float(metadata["value"]) == prefetch, target
 
 
-def test_no_model_scales_to_zero(objects: tuple[Obj, ...]) -> None:
-    """The gateway answers 503 ModelUnavailable for a model without a live worker
-    (api_service/core/live_models.py) and publishes nothing: a model scaled to zero would
-    never see the queued message that wakes it. Scale to zero needs that to change first."""
-    for scaler in of_kind(objects, "ScaledObject").values():
-        assert scaler["spec"].get("minReplicaCount", 0) >= 1, scaler["metadata"]["name"]
-        assert scaler["spec"]["maxReplicaCount"] >= scaler["spec"]["minReplicaCount"]
-    for deployment, _, _ in workers(objects).values():
+def test_only_a_model_that_allows_a_cold_start_scales_to_zero(objects: tuple[Obj, ...]) -> None:
+    """The gateway queues the tasks of a model with no live worker only if its class says
+    `scale_to_zero` (api_service/core/live_models.py); any other gets 503 and publishes
+    nothing, so scaled to zero it would never see the message that wakes it."""
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"]: o for o in of_kind(objects, "ScaledObject").values()
+    }
+    for target, (deployment, _, _) in workers(objects).items():
+        spec = scaled[deployment["metadata"]["name"]]["spec"]
+        lowest = spec.get("minReplicaCount", 0)
+        assert lowest == (0 if load_model_class(target).scale_to_zero else 1), target
+        assert spec["maxReplicaCount"] >= max(1, lowest)
         assert "replicas" not in deployment["spec"], "the ScaledObject owns the replica count"
 
 

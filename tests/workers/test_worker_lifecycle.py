@@ -115,3 +115,30 @@ def test_a_liveness_file_that_cannot_be_written_does_not_stop_the_heartbeats(
     answer = httpx.post(f"{stack.url}/predict/model_a?wait=5", json={"data": "x"}).json()
     assert answer["status"] == "succeeded"
     assert "cannot touch the liveness file" in stack.log_of(worker)
+
+
+def test_a_model_that_scales_to_zero_takes_tasks_with_no_worker_until_one_starts(
+    stack: Stack,
+) -> None:
+    """sleep allows a cold start (`Model.scale_to_zero`): with its last worker gone, a task
+    is accepted (202) and waits in the queue; the next worker runs it. model_a does not: 503."""
+    stack.start_gateway()
+    workers = [stack.start_worker("sleep"), stack.start_worker("model_a")]
+    stack.wait_live("sleep")
+    stack.wait_live("model_a")
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)  # drains and leaves the registry at once
+        worker.wait(30)
+    wait_until(lambda: stack.live_workers("sleep") == 0, 10, "no sleep worker")
+    wait_until(
+        lambda: httpx.post(f"{stack.url}/predict/model_a", json={"data": "x"}).status_code == 503,
+        10,
+        "model_a refused",
+    )
+    accepted = httpx.post(f"{stack.url}/predict/sleep?wait=1", json={"ms": 1}, timeout=10)
+    assert accepted.status_code == 202, accepted.text
+    task_id = accepted.json()["task_id"]
+    assert httpx.get(f"{stack.url}/tasks/{task_id}").json()["status"] == "queued"
+    stack.start_worker("sleep")
+    done = httpx.get(f"{stack.url}/tasks/{task_id}?wait=30", timeout=40).json()
+    assert done["status"] == "succeeded" and done["result"] == {"slept_ms": 1}

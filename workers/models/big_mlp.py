@@ -26,6 +26,7 @@ class BigMLP(ModelB):
     infer_on_loop = False
     mark_running = True
     concurrency = 1
+    scale_to_zero = True  # a benchmark model: its tasks may wait for a worker to start
 
     async def load(self) -> None:
         if not self.weights.exists():

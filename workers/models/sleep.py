@@ -15,6 +15,7 @@ class SleepModel(Model[models_pb2.SleepRequest, models_pb2.SleepResponse]):
     description = "Sleeps {'ms': n} milliseconds (0..60000) and answers {'slept_ms': n}."
     request_type = models_pb2.SleepRequest
     response_type = models_pb2.SleepResponse
+    scale_to_zero = True  # a test and load model: its tasks may wait for a worker to start
 
     async def process_request(self, request: models_pb2.SleepRequest) -> models_pb2.SleepResponse:
         if not 0 <= request.ms <= MAX_SLEEP_MS:
