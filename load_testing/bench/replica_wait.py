@@ -36,7 +36,8 @@ def primary_and_replica() -> Iterator[int]:
     """A primary and its replica; yields the primary's port."""
     program = shutil.which("redis-server") or "redis-server"
     workdir = Path(tempfile.mkdtemp(prefix="inferq-replica-wait-"))
-    primary, replica = free_port(), free_port()
+    primary = free_port()
+    replica = next(port for port in iter(free_port, None) if port != primary)
     processes = []
     try:
         for port, extra in ((primary, []), (replica, ["--replicaof", "127.0.0.1", str(primary)])):

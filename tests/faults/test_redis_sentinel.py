@@ -44,9 +44,12 @@ class SentinelSet:
 
     def __init__(self, workdir: Path, program: Path) -> None:
         self.workdir, self.program = workdir, program
-        self.primary, self.replica, self.sentinel = free_port(), free_port(), free_port()
+        ports: set[int] = set()
+        while len(ports) < 4:  # free_port may hand out a port twice
+            ports.add(free_port())
+        # closed: a sentinel that is down, which the clients skip
+        self.primary, self.replica, self.sentinel, closed = sorted(ports)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
-        closed = free_port()  # a sentinel that is down: the clients skip it
         self.url = f"redis+sentinel://127.0.0.1:{closed},127.0.0.1:{self.sentinel}/{MASTER}/0"
 
     def start(self) -> None:
