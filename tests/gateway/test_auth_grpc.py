@@ -5,10 +5,10 @@ UNAUTHENTICATED without a key or with a revoked or malformed one, PERMISSION_DEN
 key lacking its scope, and is served with the right one, sent as ``authorization: Bearer``
 or ``x-api-key`` metadata; health, reflection and the server's live and ready calls answer
 anyone. Triton's client sends its keys as headers; tasks are their key's (NOT_FOUND for any
-other, as for a missing one, at once even with ``wait_s``); a key limited to model_a may not infer model_b; a revoked key
-stops working within ``INFERQ_KEY_CACHE_S``. A file of its own: it imports tritonclient.grpc,
-whose protocol messages clash with the gateway's in one process (`test_auth_doors` for HTTP
-and WebSocket)."""
+other, as for a missing one, at once even with ``wait_s``); a key limited to model_a may not
+infer model_b; a revoked key stops working within ``INFERQ_KEY_CACHE_S``. A file of its own:
+it imports tritonclient.grpc, whose protocol messages clash with the gateway's in one process
+(`test_auth_doors` for HTTP and WebSocket)."""
 
 from __future__ import annotations
 
