@@ -276,6 +276,9 @@ def test_a_gateway_that_requires_keys_asks_the_page_for_one(
     expect(page.locator("#key-form")).to_be_hidden()
     expect(page.locator('[data-catalog-model="model_a"]')).to_be_visible()
     choose_model(page, "model_a")
+    # The page fills in an example (read with the key) first; the request typed comes after.
+    expect(page.locator("#try-hint")).to_contain_text("an example request of model_a")
     predict(page, '{"data": "keyed"}')
+    expect(page.locator("#try-status")).to_contain_text("succeeded in")
     expect(page.locator("#try-result")).to_contain_text("Processed message: keyed")
     assert key not in page.url
