@@ -20,13 +20,7 @@ from api_service.core.callers import Caller
 from api_service.core.limits import KeyLimiter
 from api_service.core.live_models import LiveModel
 from api_service.metrics import record_key_request
-from inferq.errors import (
-    BrokerUnavailable,
-    InferqError,
-    InvalidRequest,
-    QueueFull,
-    RateLimited,
-)
+from inferq.errors import InferqError, InvalidRequest, QueueFull, RateLimited
 from inferq.names import Names
 from inferq.tasks.state import new_task_id, now_ms
 from inferq.tasks.store import TaskStore
@@ -153,18 +147,10 @@ class TaskSubmitter:
             )
         return str(earlier_id)
 
-    async def _queue_full(self, entry: LiveModel) -> QueueFull | BrokerUnavailable:
+    async def _queue_full(self, entry: LiveModel) -> QueueFull:
         """429 with a Retry-After of about the time the workers need to serve half the
-        backlog at the rate they report; or 503, when the broker refused the message while
-        the queue is below its limit: a quorum queue refuses publishes while it elects a new
-        leader (a node died), which is no full queue (seen in `load_testing.failover`)."""
+        backlog at the rate they report."""
         stats = await self._publisher.queue_stats(entry.record.queue)
-        if stats is not None and stats.messages < entry.record.queue_max_length:
-            return BrokerUnavailable(
-                f"the broker refused the task for {entry.record.name!r} with its queue below "
-                "its limit (a broker node failing over?); retry",
-                retry_after_s=1,
-            )
         depth = stats.messages if stats else 0
         rate = sum(worker.rate_per_s for worker in entry.workers)
         low, high = RETRY_AFTER_BOUNDS_S
