@@ -25,7 +25,7 @@ import uvloop
 
 from catalog.db import Catalog
 from load_testing.bench import report
-from load_testing.bench.doors import MODEL, digits, run_door
+from load_testing.bench.doors import MODEL, digits, median_cpu, run_door
 from load_testing.bench.measure import Context, Say
 from load_testing.bench.stack import START_TIMEOUT_S, STOP_TIMEOUT_S, System
 from load_testing.processes import free_port
@@ -143,10 +143,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
             }
             # The gateway that served this variant: the keyed one, or the open one.
             gateway = "gateway_off" if variant == "off" else "gateway"
-            cpu = [
-                v for r in rows if (v := r.get("cpu_ms_per_request", {}).get(gateway)) is not None
-            ]
-            per[variant]["gateway_cpu_ms"] = statistics.median(cpu) if cpu else None
+            per[variant]["gateway_cpu_ms"] = median_cpu(rows, gateway)
         for variant in VARIANTS[1:]:
             ratios = [
                 m[f"{clients}/{variant}"]["throughput_rps"] / m[f"{clients}/off"]["throughput_rps"]

@@ -592,7 +592,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
                 for metric in ("throughput_rps", "p50_ms", "p99_ms")
             }
             for process in ("gateway", "worker", "loadgen"):
-                per[door][f"{process}_cpu_ms"] = _median_cpu(rows, process)
+                per[door][f"{process}_cpu_ms"] = median_cpu(rows, process)
             sizes = [r["mean_batch_size"] for r in rows if r.get("mean_batch_size") is not None]
             per[door]["mean_batch_size"] = statistics.median(sizes) if sizes else None
             served = [v for r in rows if (v := server_cpu_ms(r)) is not None]
@@ -601,8 +601,8 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
         if floors:
             per[FLOOR] = {
                 "throughput_rps": statistics.median(r["throughput_rps"] for r in floors),
-                "floor_cpu_ms": _median_cpu(floors, "floor"),
-                "loadgen_cpu_ms": _median_cpu(floors, "loadgen"),
+                "floor_cpu_ms": median_cpu(floors, "floor"),
+                "loadgen_cpu_ms": median_cpu(floors, "loadgen"),
             }
         for door in DOORS[1:]:
             ratios = [
@@ -626,7 +626,8 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
     return summary
 
 
-def _median_cpu(rows: list[dict[str, Any]], process: str) -> float | None:
+def median_cpu(rows: list[dict[str, Any]], process: str) -> float | None:
+    """The median over ``rows`` of ``process``'s CPU ms per request (None: never read)."""
     known = [v for r in rows if (v := r.get("cpu_ms_per_request", {}).get(process)) is not None]
     return statistics.median(known) if known else None
 
