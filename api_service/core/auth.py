@@ -20,6 +20,7 @@ serves loopback clients only (`refuse_open_bind` keeps the gateway off other add
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
@@ -101,7 +102,11 @@ def token_of(headers: Mapping[str, str]) -> str | None:
 
 def is_loopback(client: Any) -> bool:
     """Whether an ASGI ``client`` (host, port) is this machine."""
-    host = client[0] if client else ""
+    return _loopback_address(client[0] if client else "")
+
+
+@functools.lru_cache(maxsize=1024)  # parsing an address was ~3 us of every keyless call
+def _loopback_address(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -145,6 +150,7 @@ class KeyAuthenticator:
         self._keys: dict[str, _Cached] = {}
         self._loading: dict[str, asyncio.Future[_Cached]] = {}
         self._active: tuple[float, bool] = (0.0, False)  # (until, whether a key exists)
+        self._checking: asyncio.Future[bool] | None = None  # the one query under way
 
     async def __call__(self, scope: Mapping[str, Any], headers: Mapping[str, str]) -> Caller | None:
         if self.mode == "off":
@@ -203,14 +209,20 @@ class KeyAuthenticator:
         until, exists = self._active
         if time.monotonic() < until:
             return exists
+        if self._checking is None:  # one query at a time, however many calls ask (single flight)
+            self._checking = asyncio.ensure_future(catalog_call(self._catalog().has_active_keys))
+            self._checking.add_done_callback(self._checked)
         try:
-            exists = await catalog_call(self._catalog().has_active_keys)
+            return await asyncio.shield(self._checking)
         except CatalogUnavailable:
             if until:  # what was known last: the database is away, not the keys
                 return exists
             raise
-        self._active = (time.monotonic() + self.ttl_s, exists)
-        return exists
+
+    def _checked(self, query: asyncio.Future[bool]) -> None:
+        self._checking = None
+        if not query.cancelled() and query.exception() is None:
+            self._active = (time.monotonic() + self.ttl_s, query.result())
 
     async def _lookup(self, key_id: str) -> _Cached:
         cached = self._keys.get(key_id)
