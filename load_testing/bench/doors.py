@@ -26,7 +26,11 @@ Two figures say what the throughput ratios leave out, since the clients share th
 cores with the system: each door's *server* CPU per request (gateway, worker, RabbitMQ,
 Redis: what a client on another machine would leave to them), and, each round, the gRPC
 transport's floor: the same gRPC clients against `load_testing.bench.grpc_floor`, a grpcio
-server answering a canned response at once (its CPU per call is grpcio's alone).
+server answering a canned response at once (its CPU per call is grpcio's alone), and the HTTP
+transport's: the native door's clients against `load_testing.bench.http_floor` (uvicorn as the
+gateway runs it, a canned answer). From the two, each round's ceiling for grpc/native
+(`grpc_ceiling`): the native door's CPU per request with the HTTP floor's cost traded for the
+gRPC floor's, which no work in inferq's gRPC door can beat where the CPU runs out.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ if TYPE_CHECKING:
 
 DOORS = ("native", "rest", "grpc")
 FLOOR = "grpc_floor"  # the canned-answer gRPC server, measured beside the doors
+HTTP_FLOOR = "http_floor"  # its HTTP counterpart, driven like the native door
 SERVER_PROCESSES = ("gateway", "worker", "rabbitmq", "redis")
 BIG_DOORS = ("rest_binary", "grpc_raw", "rest_json", "native_json")
 MIN_RATIO = {"rest": 0.9, "grpc": 0.9}
@@ -120,6 +125,7 @@ class DoorsStack(System):
         self.big_ref = ""
         self.metrics_port = 0  # of the model_b worker (its batch sizes)
         self.floor_target = ""  # the canned-answer gRPC server's host:port
+        self.http_floor_url = ""  # the canned-answer HTTP server's
 
     def start(self) -> None:
         (self.log_dir / "catalog.db").unlink(missing_ok=True)
@@ -149,6 +155,16 @@ class DoorsStack(System):
         )
         self.floor_target = f"127.0.0.1:{port}"
         self.wait_for(lambda: _accepts(port), START_TIMEOUT_S, "the gRPC floor", self.processes)
+        http_port = free_port()
+        self.workers[HTTP_FLOOR] = self.launch(
+            "http-floor",
+            [sys.executable, "-m", "load_testing.bench.http_floor", str(http_port)],
+            self.env,
+        )
+        self.http_floor_url = f"http://127.0.0.1:{http_port}"
+        self.wait_for(
+            lambda: _accepts(http_port), START_TIMEOUT_S, "the HTTP floor", self.processes
+        )
 
     def pids(self) -> dict[str, int]:
         return {"gateway": self.processes[0].pid, **{k: p.pid for k, p in self.workers.items()}}
@@ -239,6 +255,12 @@ def check_rest(status: int, answer: dict[str, Any], digit: Digit) -> None:
     check_label(labels[0], probabilities, digit)
 
 
+def check_status(status: int, answer: dict[str, Any], digit: Digit) -> None:
+    """The HTTP floor's answer is canned: only its status tells."""
+    if status != 200:
+        raise AnswerError(f"HTTP {status}")
+
+
 def check_grpc(answer: pb.ModelInferResponse, digit: Digit) -> None:
     raw = {
         o.name: np.frombuffer(data, RAW_DTYPES.get(o.datatype, "V1"))
@@ -292,16 +314,17 @@ async def _exchanges(
             auto_decompress=False,
         )
     )
+    native_shaped = door in ("native", HTTP_FLOOR)
     target = (
         f"{url}/predict/{MODEL}?wait={WAIT_S:g}"
-        if door == "native"
+        if native_shaped
         else f"{url}/v2/models/{MODEL}/infer"
     )
-    check = check_native if door == "native" else check_rest
+    check = {"native": check_native, "rest": check_rest}.get(door, check_status)
     sent = {**JSON_HEADERS, **(headers or {})}
 
     async def http_exchange(digit: Digit) -> None:
-        body = digit.native if door == "native" else digit.rest
+        body = digit.native if native_shaped else digit.rest
         async with session.post(target, data=body, headers=sent) as answer:
             check(answer.status, orjson.loads(await answer.read()), digit)
 
@@ -538,19 +561,20 @@ def run_doors(config: DoorsConfig, say: Say = print) -> dict[str, Any]:
                         )
                     )
                     measured[f"{clients}/{door}"] = row
-                measured[f"{clients}/{FLOOR}"] = uvloop.run(
-                    run_door(
-                        FLOOR,
-                        stack.url,
-                        stack.floor_target,
-                        clients,
-                        config.window_s,
-                        config.warmup_s,
-                        samples,
-                        config.grpc_channels,
-                        pids,
+                for floor in (FLOOR, HTTP_FLOOR):
+                    measured[f"{clients}/{floor}"] = uvloop.run(
+                        run_door(
+                            floor,
+                            stack.http_floor_url,
+                            stack.floor_target,
+                            clients,
+                            config.window_s,
+                            config.warmup_s,
+                            samples,
+                            config.grpc_channels,
+                            pids,
+                        )
                     )
-                )
                 base = measured[f"{clients}/native"]["throughput_rps"]
                 say(
                     f"round {n + 1}, {clients} client(s): "
@@ -563,6 +587,7 @@ def run_doors(config: DoorsConfig, say: Say = print) -> dict[str, Any]:
                         for d in DOORS[1:]
                     )
                     + f"), gRPC floor {measured[f'{clients}/{FLOOR}']['throughput_rps']:.0f}/s"
+                    + f", HTTP floor {measured[f'{clients}/{HTTP_FLOOR}']['throughput_rps']:.0f}/s"
                 )
             rounds.append(measured)
         if config.big_width:
@@ -597,12 +622,18 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
             per[door]["mean_batch_size"] = statistics.median(sizes) if sizes else None
             served = [v for r in rows if (v := server_cpu_ms(r)) is not None]
             per[door]["server_cpu_ms"] = statistics.median(served) if served else None
-        floors = [m[f"{clients}/{FLOOR}"] for m in rounds if f"{clients}/{FLOOR}" in m]
-        if floors:
-            per[FLOOR] = {
-                "throughput_rps": statistics.median(r["throughput_rps"] for r in floors),
-                "floor_cpu_ms": median_cpu(floors, "floor"),
-                "loadgen_cpu_ms": median_cpu(floors, "loadgen"),
+        for floor, process in ((FLOOR, "floor"), (HTTP_FLOOR, HTTP_FLOOR)):
+            floors = [m[f"{clients}/{floor}"] for m in rounds if f"{clients}/{floor}" in m]
+            if floors:
+                per[floor] = {
+                    "throughput_rps": statistics.median(r["throughput_rps"] for r in floors),
+                    "floor_cpu_ms": median_cpu(floors, process),
+                    "loadgen_cpu_ms": median_cpu(floors, "loadgen"),
+                }
+        ceilings = [c for m in rounds if (c := grpc_ceiling(m, clients)) is not None]
+        if ceilings:
+            per["grpc_ceiling"] = {
+                key: statistics.median(c[key] for c in ceilings) for key in ceilings[0]
             }
         for door in DOORS[1:]:
             ratios = [
@@ -624,6 +655,43 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], client_counts: list[int])
             per[door]["server_cpu_ratio"] = statistics.median(server) if server else None
         summary[str(clients)] = per
     return summary
+
+
+def grpc_ceiling(measured: dict[str, dict[str, Any]], clients: int) -> dict[str, float] | None:
+    """The most grpc/native can be in one round, from the two floors: the native door's CPU
+    per request with its HTTP transport's cost (the HTTP floor's, server and client) traded
+    for gRPC's (the gRPC floor's), all else the same. Where the host's CPU is what runs out,
+    throughput falls in that ratio; ``all``: every process's CPU (the clients share the host
+    here), ``server``: the serving processes' only (clients elsewhere). ``latency``: the same
+    trade for the time of a request (what bounds one client, who waits for each answer):
+    the native door's time per request with the HTTP floor's round trip traded for gRPC's."""
+    native = measured.get(f"{clients}/native", {}).get("cpu_ms_per_request") or {}
+    grpc_floor = measured.get(f"{clients}/{FLOOR}", {}).get("cpu_ms_per_request") or {}
+    http_floor = measured.get(f"{clients}/{HTTP_FLOOR}", {}).get("cpu_ms_per_request") or {}
+    server = server_cpu_ms(measured.get(f"{clients}/native", {}))
+    parts = (
+        native.get("loadgen"),
+        grpc_floor.get("floor"),
+        grpc_floor.get("loadgen"),
+        http_floor.get(HTTP_FLOOR),
+        http_floor.get("loadgen"),
+    )
+    rates = [
+        measured.get(f"{clients}/{door}", {}).get("throughput_rps")
+        for door in ("native", FLOOR, HTTP_FLOOR)
+    ]
+    if server is None or any(p is None for p in parts) or not all(rates):
+        return None
+    native_s, grpc_floor_s, http_floor_s = (clients / rate for rate in rates if rate)
+    client, grpc_server, grpc_client, http_server, http_client = parts
+    assert client is not None and grpc_server is not None and http_server is not None
+    assert grpc_client is not None and http_client is not None
+    total = server + client
+    return {
+        "all": total / (total - http_server - http_client + grpc_server + grpc_client),
+        "server": server / (server - http_server + grpc_server),
+        "latency": native_s / (native_s - http_floor_s + grpc_floor_s),
+    }
 
 
 def median_cpu(rows: list[dict[str, Any]], process: str) -> float | None:
@@ -692,11 +760,18 @@ def format_report(result: dict[str, Any]) -> str:
                 f"{report.fixed(row.get('mean_batch_size')):>7}   {cpu} | "
                 f"{_ms(row.get('server_cpu_ms'))}, {served}"
             )
-        if floor := per.get(FLOOR):
+        for name, key in (("gRPC", FLOOR), ("HTTP", HTTP_FLOOR)):
+            if floor := per.get(key):
+                lines.append(
+                    f"  {name} floor (canned answers), {clients} client(s): "
+                    f"{floor['throughput_rps']:.0f}/s, CPU ms/call: server "
+                    f"{_ms(floor['floor_cpu_ms'])}, client {_ms(floor['loadgen_cpu_ms'])}"
+                )
+        if ceiling := per.get("grpc_ceiling"):
             lines.append(
-                f"  gRPC floor (canned answers), {clients} client(s): "
-                f"{floor['throughput_rps']:.0f}/s, CPU ms/call: server "
-                f"{_ms(floor['floor_cpu_ms'])}, client {_ms(floor['loadgen_cpu_ms'])}"
+                f"  grpc/native at most (native with HTTP's floor traded for gRPC's): "
+                f"{ceiling['all']:.2f} by all CPU, {ceiling['server']:.2f} by server CPU, "
+                f"{ceiling['latency']:.2f} by time per request"
             )
     stalls = [
         f"round {n + 1} {key} ({r['longest_in_flight_ms'] / 1000:.1f} s)"

@@ -15,6 +15,7 @@ from load_testing.bench.doors import (
     BIG_DOORS,
     DOORS,
     FLOOR,
+    HTTP_FLOOR,
     format_report,
     format_targets,
     server_cpu_ms,
@@ -48,12 +49,17 @@ def test_a_tiny_doors_run_measures_each_door_in_turns_and_a_tensor_through_each(
     rounds = result["rounds"]
     assert len(rounds) == 2
     for measured in rounds:
-        assert sorted(measured) == sorted(f"{c}/{d}" for c in (1, 2) for d in (*DOORS, FLOOR))
+        assert sorted(measured) == sorted(
+            f"{c}/{d}" for c in (1, 2) for d in (*DOORS, FLOOR, HTTP_FLOOR)
+        )
         for key, row in measured.items():
             assert key == f"{row['clients']}/{row['door']}"
             assert row["completed"] > 0 and row["errors"] == 0, row["error_kinds"]
             if row["door"] == FLOOR:  # no queue behind it: only its own process works
                 assert row["cpu_ms_per_request"]["floor"] > 0
+                continue
+            if row["door"] == HTTP_FLOOR:
+                assert row["cpu_ms_per_request"][HTTP_FLOOR] > 0
                 continue
             assert 0 < row["p50_ms"] <= row["p99_ms"]
             assert set(row["cpu_ms_per_request"]) >= {"gateway", "worker", "loadgen"}
@@ -73,6 +79,10 @@ def test_a_tiny_doors_run_measures_each_door_in_turns_and_a_tensor_through_each(
             assert summary[clients][door]["ratio_range"] == [min(ratios), max(ratios)]
             assert summary[clients][door]["server_cpu_ratio"] > 0
         assert summary[clients][FLOOR]["throughput_rps"] > 0
+        assert summary[clients][HTTP_FLOOR]["throughput_rps"] > 0
+        # Trading HTTP's floor for gRPC's keeps a positive CPU per request.
+        ceiling = summary[clients]["grpc_ceiling"]
+        assert ceiling["all"] > 0 and ceiling["server"] > 0 and ceiling["latency"] > 0
     assert [(t["door"], t["clients"]) for t in result["targets"]] == [
         ("rest", 1),
         ("grpc", 1),
@@ -86,4 +96,6 @@ def test_a_tiny_doors_run_measures_each_door_in_turns_and_a_tensor_through_each(
     assert big["over_rest_json"]["rest_json"] == 1.0
     assert "rest_binary" in format_report(result)
     assert "gRPC floor (canned answers), 2 client(s)" in format_report(result)
+    assert "HTTP floor (canned answers), 2 client(s)" in format_report(result)
+    assert "grpc/native at most" in format_report(result)
     assert "grpc/native throughput, 2 client(s)" in format_targets(result["targets"])
