@@ -19,6 +19,7 @@ from api_service.front_door import Authenticate, FrontDoor, anyone
 from api_service.openapi import openapi_document
 from api_service.responses import JSONResponse
 from api_service.routes import catalog, dashboard, health, keys, models, v2, ws
+from inferq.heap import freeze_startup_heap
 from inferq.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -27,19 +28,26 @@ TITLE = "inferq gateway"
 
 
 def create_app(
-    settings: GatewaySettings | None = None, authenticate: Authenticate | None = None
+    settings: GatewaySettings | None = None,
+    authenticate: Authenticate | None = None,
+    *,
+    freeze_heap: bool = False,
 ) -> FrontDoor:
     """The gateway's ASGI app; ``authenticate``: the API keys of the gateway's catalog
-    (`api_service.core.auth`) unless another hook is given."""
+    (`api_service.core.auth`) unless another hook is given. ``freeze_heap``: the process
+    serves this app and nothing else (`inferq gateway`): once it is ready, what it holds
+    leaves the garbage collector's sight (`inferq.heap`)."""
     settings = settings or GatewaySettings()
     if authenticate is None:
         # The catalog opens with the gateway core, in the app's lifespan: looked up per call.
         authenticate = KeyAuthenticator(settings, lambda: app.state.gateway.catalog)
-    app = create_fastapi_app(settings, authenticate)
+    app = create_fastapi_app(settings, authenticate, freeze_heap)
     return FrontDoor(app, settings, authenticate)
 
 
-def create_fastapi_app(settings: GatewaySettings, authenticate: Authenticate = anyone) -> FastAPI:
+def create_fastapi_app(
+    settings: GatewaySettings, authenticate: Authenticate = anyone, freeze_heap: bool = False
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Imported only to serve: its protobuf package `inference` would clash, in a process
@@ -49,6 +57,8 @@ def create_fastapi_app(settings: GatewaySettings, authenticate: Authenticate = a
         async with open_gateway(settings) as gateway:
             app.state.gateway = gateway
             async with serving_grpc(gateway, settings, authenticate):  # the gRPC door
+                if freeze_heap:
+                    freeze_startup_heap()
                 logger.info("gateway ready (namespace %s)", settings.namespace)
                 yield
 

@@ -50,7 +50,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         print(f"inferq gateway: {refusal}", file=sys.stderr)
         return 2
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_heap=True),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -95,7 +95,7 @@ def run_worker(args: argparse.Namespace) -> int:
             ]
         )
     model = model_class(settings)
-    uvloop.run(Worker(model, settings).run())
+    uvloop.run(Worker(model, settings, freeze_heap=True).run())
     return 0
 
 

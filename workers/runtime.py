@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from inferq.amqp import connect_with_retry
+from inferq.heap import freeze_startup_heap
 from inferq.names import Names
 from inferq.redis_client import connect_redis, warn_if_not_persistent
 from inferq.settings import WorkerSettings, health_file
@@ -51,9 +52,17 @@ class Worker:
     """Consumes a model's queue, runs the model, stores results, heartbeats."""
 
     def __init__(
-        self, model: Model, settings: WorkerSettings, worker_id: str | None = None
-    ) -> None:  # type: ignore[type-arg]
+        self,
+        model: Model,  # type: ignore[type-arg]
+        settings: WorkerSettings,
+        worker_id: str | None = None,
+        freeze_heap: bool = False,
+    ) -> None:
+        """``freeze_heap``: the process runs this worker and nothing else (`inferq worker`):
+        once the model is loaded, what it holds leaves the garbage collector's sight
+        (`inferq.heap`)."""
         self.model = model
+        self.freeze_heap = freeze_heap
         self.settings = settings
         self.names = Names(settings.namespace)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -115,6 +124,8 @@ class Worker:
             self._redis, self.names, self.settings.heartbeat_ttl_s, self.settings.model_record_ttl_s
         )
         await self.model.load()
+        if self.freeze_heap:
+            freeze_startup_heap()
         if self.settings.metrics_port:
             prometheus_client.start_http_server(self.settings.metrics_port)
         self._connection: AbstractRobustConnection = await connect_with_retry(
