@@ -32,7 +32,13 @@ _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 
 def content_key(data: bytes) -> str:
     """The key a file is stored under: its sha256."""
-    return f"sha256/{hashlib.sha256(data).hexdigest()}.onnx"
+    return sha256_key(hashlib.sha256(data).hexdigest())
+
+
+def sha256_key(hexdigest: str) -> str:
+    """The key of the file whose sha256 is ``hexdigest`` (for a caller that has it already:
+    hashing a large model again costs ~2 ms a megabyte)."""
+    return f"sha256/{hexdigest}.onnx"
 
 
 def check_key(key: str) -> str:
@@ -51,9 +57,10 @@ class ModelFiles(ABC):
 
     url: str
 
-    def put(self, data: bytes) -> str:
-        """Stores ``data`` unless the same bytes are already there; returns its key."""
-        key = content_key(data)
+    def put(self, data: bytes, sha256: str | None = None) -> str:
+        """Stores ``data`` unless the same bytes are already there; returns its key.
+        ``sha256``: the data's, if the caller computed it."""
+        key = sha256_key(sha256) if sha256 is not None else content_key(data)
         if not self.exists(key):
             self._write(key, data)
         return key

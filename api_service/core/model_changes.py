@@ -13,7 +13,7 @@ from api_service.core.broker import TaskPublisher
 from api_service.core.live_models import LiveModels
 from api_service.core.references import References, catalog_call
 from catalog.db import Catalog
-from catalog.files import ModelFiles, content_key
+from catalog.files import ModelFiles, sha256_key
 from catalog.names import check_alias, check_model_name
 from catalog.onnx_check import check_model
 from catalog.records import Alias, Deployment, Version, VersionMetadata
@@ -62,10 +62,11 @@ class ModelChanges:
             check_alias(alias)  # refused before the upload is trial-loaded, not after
         async with self._validations:
             signature = await asyncio.to_thread(check_model, data, self._settings)
-        sha256 = hashlib.sha256(data).hexdigest()
-        key = content_key(data)
+        sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        key = sha256_key(sha256)
         new_file = not await asyncio.to_thread(self._files.exists, key)
-        await asyncio.to_thread(self._files.put, data)
+        if new_file:
+            await asyncio.to_thread(self._files.put, data, sha256)
         try:
             version = await catalog_call(
                 self._catalog.add_version,

@@ -78,6 +78,13 @@ def test_bytes_round_trip_under_their_sha256(store: ModelFiles) -> None:
     assert store.exists(key)
 
 
+def test_a_given_sha256_names_the_same_key(store: ModelFiles) -> None:
+    key = store.put(MODEL, hashlib.sha256(MODEL).hexdigest())
+
+    assert key == content_key(MODEL)
+    assert store.get(key) == MODEL
+
+
 def test_the_same_file_is_stored_once(store: ModelFiles) -> None:
     first = store.put(MODEL)
     again = store.put(MODEL)
