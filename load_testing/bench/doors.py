@@ -545,34 +545,19 @@ def run_doors(config: DoorsConfig, say: Say = print) -> dict[str, Any]:
             measured: dict[str, dict[str, Any]] = {}
             for clients in config.clients:
                 order = DOORS if n % 2 == 0 else DOORS[::-1]
-                for door in order:
-                    row = uvloop.run(
+                for door in (*order, FLOOR, HTTP_FLOOR):
+                    measured[f"{clients}/{door}"] = uvloop.run(
                         run_door(
                             door,
-                            stack.url,
-                            stack.grpc_target,
+                            stack.http_floor_url if door == HTTP_FLOOR else stack.url,
+                            stack.floor_target if door == FLOOR else stack.grpc_target,
                             clients,
                             config.window_s,
                             config.warmup_s,
                             samples,
                             config.grpc_channels,
                             pids,
-                            stack.metrics_port,
-                        )
-                    )
-                    measured[f"{clients}/{door}"] = row
-                for floor in (FLOOR, HTTP_FLOOR):
-                    measured[f"{clients}/{floor}"] = uvloop.run(
-                        run_door(
-                            floor,
-                            stack.http_floor_url,
-                            stack.floor_target,
-                            clients,
-                            config.window_s,
-                            config.warmup_s,
-                            samples,
-                            config.grpc_channels,
-                            pids,
+                            0 if door in (FLOOR, HTTP_FLOOR) else stack.metrics_port,
                         )
                     )
                 base = measured[f"{clients}/native"]["throughput_rps"]
