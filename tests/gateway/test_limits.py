@@ -90,6 +90,32 @@ async def test_a_burst_of_the_rate_is_admitted_then_refused_until_it_refills(
     assert await admitted(limiter, caller, 2) == 1
 
 
+async def test_admissions_asked_together_go_in_one_call_each_as_if_alone(
+    redis: tuple[Redis, Names],
+) -> None:
+    limiter = KeyLimiter(*redis)
+    calls: list[list[str]] = []
+    script = limiter._admit
+
+    async def counted(keys: list[str], args: list[str | int]) -> object:
+        calls.append(keys)
+        return await script(keys=keys, args=args)
+
+    limiter._admit = counted  # type: ignore[assignment]
+    rated, slotted, free = key(rate=5), key(max_in_flight=2), key(rate=1000)
+
+    answers = await asyncio.gather(
+        *(limiter.admit(caller, new_task_id(), later()) for caller in [rated] * 8),
+        *(limiter.admit(slotted, new_task_id(), later()) for _ in range(3)),
+        limiter.admit(free, new_task_id(), later()),
+        return_exceptions=True,
+    )
+
+    assert len(calls) == 1  # twelve tasks, three keys: one script call
+    refused = [a.details["limit"] if isinstance(a, RateLimited) else None for a in answers]
+    assert refused == [None] * 5 + ["rate"] * 3 + [None, None, "in_flight"] + [None]
+
+
 async def test_a_rate_per_minute(redis: tuple[Redis, Names]) -> None:
     limiter = KeyLimiter(*redis)
     caller = key(rate=20, per_s=60)
