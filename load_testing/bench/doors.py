@@ -650,27 +650,22 @@ def grpc_ceiling(measured: dict[str, dict[str, Any]], clients: int) -> dict[str,
     here), ``server``: the serving processes' only (clients elsewhere). ``latency``: the same
     trade for the time of a request (what bounds one client, who waits for each answer):
     the native door's time per request with the HTTP floor's round trip traded for gRPC's."""
-    native = measured.get(f"{clients}/native", {}).get("cpu_ms_per_request") or {}
-    grpc_floor = measured.get(f"{clients}/{FLOOR}", {}).get("cpu_ms_per_request") or {}
-    http_floor = measured.get(f"{clients}/{HTTP_FLOOR}", {}).get("cpu_ms_per_request") or {}
-    server = server_cpu_ms(measured.get(f"{clients}/native", {}))
-    parts = (
+    rows = [measured.get(f"{clients}/{door}", {}) for door in ("native", FLOOR, HTTP_FLOOR)]
+    native, grpc_floor, http_floor = (row.get("cpu_ms_per_request") or {} for row in rows)
+    cpu_ms = [
+        server_cpu_ms(rows[0]),
         native.get("loadgen"),
         grpc_floor.get("floor"),
         grpc_floor.get("loadgen"),
         http_floor.get(HTTP_FLOOR),
         http_floor.get("loadgen"),
-    )
-    rates = [
-        measured.get(f"{clients}/{door}", {}).get("throughput_rps")
-        for door in ("native", FLOOR, HTTP_FLOOR)
     ]
-    if server is None or any(p is None for p in parts) or not all(rates):
+    known = [ms for ms in cpu_ms if ms is not None]
+    rates = [row.get("throughput_rps") for row in rows]
+    if len(known) < len(cpu_ms) or not all(rates):
         return None
+    server, client, grpc_server, grpc_client, http_server, http_client = known
     native_s, grpc_floor_s, http_floor_s = (clients / rate for rate in rates if rate)
-    client, grpc_server, grpc_client, http_server, http_client = parts
-    assert client is not None and grpc_server is not None and http_server is not None
-    assert grpc_client is not None and http_client is not None
     total = server + client
     return {
         "all": total / (total - http_server - http_client + grpc_server + grpc_client),
