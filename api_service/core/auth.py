@@ -25,8 +25,8 @@ import hmac
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from api_service.core.gateway import Caller, KeyLimits
 from api_service.core.references import catalog_call
@@ -62,6 +62,8 @@ CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Most key ids remembered at once (unknown ones too: a flood of made-up keys must not reach
 #: the catalog once per request, nor grow the cache without bound).
 MAX_CACHED_KEYS = 10_000
+_ANY_KEY = "any key"  # what `keys_exist` asks (a key id is hex: no other query has this name)
+T = TypeVar("T")
 
 
 def required_scope(method: str, path: str) -> str | None:
@@ -148,9 +150,9 @@ class KeyAuthenticator:
         self.ttl_s = settings.key_cache_s
         self._catalog = catalog
         self._keys: dict[str, _Cached] = {}
-        self._loading: dict[str, asyncio.Future[_Cached]] = {}
+        # The catalog queries under way, by what they ask (a key id, or `_ANY_KEY`).
+        self._queries: dict[str, asyncio.Future[Any]] = {}
         self._active: tuple[float, bool] = (0.0, False)  # (until, whether a key exists)
-        self._checking: asyncio.Future[bool] | None = None  # the one query under way
 
     async def __call__(self, scope: Mapping[str, Any], headers: Mapping[str, str]) -> Caller | None:
         if self.mode == "off":
@@ -209,31 +211,32 @@ class KeyAuthenticator:
         until, exists = self._active
         if time.monotonic() < until:
             return exists
-        if self._checking is None:  # one query at a time, however many calls ask (single flight)
-            self._checking = asyncio.ensure_future(catalog_call(self._catalog().has_active_keys))
-            self._checking.add_done_callback(self._checked)
         try:
-            return await asyncio.shield(self._checking)
+            return await self._once(_ANY_KEY, self._load_active)
         except CatalogUnavailable:
             if until:  # what was known last: the database is away, not the keys
                 return exists
             raise
 
-    def _checked(self, query: asyncio.Future[bool]) -> None:
-        self._checking = None
-        if not query.cancelled() and query.exception() is None:
-            self._active = (time.monotonic() + self.ttl_s, query.result())
+    async def _load_active(self) -> bool:
+        exists = await catalog_call(self._catalog().has_active_keys)
+        self._active = (time.monotonic() + self.ttl_s, exists)
+        return exists
+
+    async def _once(self, what: str, query: Callable[[], Awaitable[T]]) -> T:
+        """``query``'s answer, one at a time per ``what`` (single flight): the calls that ask
+        while it runs wait for the same answer rather than each asking the database."""
+        running: asyncio.Future[T] | None = self._queries.get(what)
+        if running is None:
+            running = self._queries[what] = asyncio.ensure_future(query())
+            running.add_done_callback(lambda _: self._queries.pop(what, None))
+        return await asyncio.shield(running)
 
     async def _lookup(self, key_id: str) -> _Cached:
         cached = self._keys.get(key_id)
         if cached is not None and time.monotonic() < cached.expires:
             return cached
-        loading = self._loading.get(key_id)
-        if loading is None:  # one catalog query per key id at a time (single flight)
-            loading = asyncio.ensure_future(self._load(key_id, cached))
-            self._loading[key_id] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(key_id, None))
-        return await asyncio.shield(loading)
+        return await self._once(key_id, lambda: self._load(key_id, cached))
 
     async def _load(self, key_id: str, stale: _Cached | None) -> _Cached:
         try:
