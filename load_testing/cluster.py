@@ -274,6 +274,15 @@ class RabbitCluster:
             node.kill()
 
 
+def replication_info(port: int, timeout_s: float = 2) -> dict[str, Any]:
+    """``INFO replication`` of the Redis on ``port`` (empty while it does not answer)."""
+    try:
+        with redis.Redis(port=port, socket_timeout=timeout_s, decode_responses=True) as client:
+            return dict(client.info("replication"))
+    except redis.RedisError:
+        return {}
+
+
 class RedisSentinels:
     """A Redis primary, one replica, and three Sentinels watching them (quorum 2)."""
 
@@ -355,11 +364,7 @@ class RedisSentinels:
         return None
 
     def replication(self, port: int) -> dict[str, Any]:
-        try:
-            with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as client:
-                return dict(client.info("replication"))
-        except redis.RedisError:
-            return {}
+        return replication_info(port)
 
     def kill_primary(self) -> int:
         """SIGKILLs the current master; returns its port."""

@@ -27,6 +27,7 @@ from inferq.redis_client import connect_redis
 from inferq.tasks.outcomes import Outcome
 from inferq.tasks.state import TaskStatus
 from inferq.tasks.store import NotReplicated, TaskStore
+from load_testing.cluster import replication_info
 from load_testing.processes import free_port
 from tests.faults.conftest import server_missing
 from tests.faults.probes import SHARED, FinalWrites, submit, view, wait_final
@@ -88,11 +89,7 @@ class SentinelSet:
             )
 
     def info(self, port: int) -> dict[str, Any]:
-        try:
-            with redis.Redis(port=port, socket_timeout=1, decode_responses=True) as client:
-                return dict(client.info("replication"))
-        except redis.RedisError:
-            return {}
+        return replication_info(port, timeout_s=1)
 
     def _sentinel_sees_replica(self) -> bool:
         try:
