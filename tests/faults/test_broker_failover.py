@@ -91,14 +91,18 @@ async def publish_until_received(
     received: asyncio.Queue[bytes],
 ) -> None:
     """The restored consumer gets a message published now (published again while the
-    channel is still being restored)."""
+    channel is still being restored: until then a publish finds it closed)."""
     deadline = time.monotonic() + 15
     while True:
         try:
             await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
             assert await asyncio.wait_for(received.get(), 2) == body
             return
-        except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS):
+        except (
+            TimeoutError,
+            aio_pika.exceptions.ChannelInvalidStateError,
+            *aio_pika.exceptions.CONNECTION_EXCEPTIONS,
+        ):
             if time.monotonic() > deadline:
                 raise
 
